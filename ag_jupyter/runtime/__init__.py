@@ -1,0 +1,64 @@
+"""The embedded AetherGraph-style runtime: graphs, RunManager, run store, NodeContext,
+ad-hoc sessions and services. Imports nothing from IPython or ipywidgets."""
+
+from .errors import (
+    DuplicateRunIdError,
+    GraphNotFoundError,
+    RunInputError,
+    RunNotFoundError,
+    ServiceNotConfiguredError,
+)
+from .graphs import GraphRegistry, GraphSpec, default_registry, graph_fn
+from .models import (
+    LIVE_STATUSES,
+    TERMINAL_STATUSES,
+    RunImportance,
+    RunOrigin,
+    RunRecord,
+    RunStatus,
+    RunVisibility,
+)
+from .node_context import NodeContext, RunnerFacade
+from .run_manager import (
+    RunEvent,
+    RunManager,
+    current_run_managers,
+    get_run_manager,
+    set_run_manager_factory,
+)
+from .run_store import InMemoryRunStore, RunStore
+from .services import ServiceHub, register_context_service, register_mcp_client
+from .session import build_adhoc_context, open_session
+
+__all__ = [
+    "LIVE_STATUSES",
+    "TERMINAL_STATUSES",
+    "DuplicateRunIdError",
+    "GraphNotFoundError",
+    "GraphRegistry",
+    "GraphSpec",
+    "InMemoryRunStore",
+    "NodeContext",
+    "RunEvent",
+    "RunImportance",
+    "RunInputError",
+    "RunManager",
+    "RunNotFoundError",
+    "RunOrigin",
+    "RunRecord",
+    "RunStatus",
+    "RunStore",
+    "RunVisibility",
+    "RunnerFacade",
+    "ServiceHub",
+    "ServiceNotConfiguredError",
+    "build_adhoc_context",
+    "current_run_managers",
+    "default_registry",
+    "get_run_manager",
+    "graph_fn",
+    "open_session",
+    "register_context_service",
+    "register_mcp_client",
+    "set_run_manager_factory",
+]

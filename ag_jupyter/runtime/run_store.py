@@ -1,0 +1,140 @@
+"""Where run records and outputs live: the store interface and its in-memory implementation.
+
+The RunManager talks to a store only through :class:`RunStore`. The in-memory store keeps
+everything in dicts for this process; the durable SQLite store implements the same interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol, runtime_checkable
+
+from .models import RunRecord, RunStatus
+
+
+@runtime_checkable
+class RunStore(Protocol):
+    """Persistence for run records and outputs.
+
+    All methods are called on the event loop thread. ``create``/``update`` may queue the write
+    and return before it is durable; ``flush`` returns once everything written so far is
+    durable (the manager awaits it before ``wait_run`` returns a terminal record).
+    """
+
+    async def create(self, record: RunRecord) -> None:
+        """Store a new record (its run_id is new to this store)."""
+
+    async def update(self, record: RunRecord, outputs: dict[str, Any] | None = None) -> None:
+        """Replace the stored record for ``record.run_id`` (and its outputs if given)."""
+
+    async def flush(self) -> None:
+        """Return when every earlier create/update is durable."""
+
+    async def get(self, run_id: str) -> RunRecord | None:
+        """The record for ``run_id``, or None."""
+
+    async def get_outputs(self, run_id: str) -> dict[str, Any] | None:
+        """The outputs saved for ``run_id``, or None."""
+
+    async def exists(self, run_id: str) -> bool:
+        """Whether any record has this run id."""
+
+    async def list(
+        self,
+        *,
+        graph_id: str | None = None,
+        status: RunStatus | Iterable[RunStatus] | None = None,
+        session_id: str | None = None,
+        tags: Iterable[str] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Records matching every given filter (tags: all must be present), newest first."""
+
+    async def close(self) -> None:
+        """Release resources (flushes first)."""
+
+
+def status_set(status: RunStatus | str | Iterable[RunStatus | str] | None) -> set[RunStatus] | None:
+    """Normalise a status filter (one status or several) to a set, or None for "any".
+
+    Raises:
+      ValueError: naming the valid statuses, if one is unknown.
+    """
+    if status is None:
+        return None
+    items = [status] if isinstance(status, str) else list(status)
+    try:
+        return {RunStatus(s) for s in items}
+    except ValueError:
+        raise ValueError(
+            f"unknown run status in {items!r}; valid statuses: {', '.join(RunStatus)}"
+        ) from None
+
+
+def check_paging(limit: int, offset: int) -> None:
+    """Raises ValueError unless ``limit`` > 0 and ``offset`` >= 0."""
+    if not isinstance(limit, int) or limit <= 0:
+        raise ValueError(f"limit must be a positive int, got {limit!r}")
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be an int >= 0, got {offset!r}")
+
+
+class InMemoryRunStore:
+    """A :class:`RunStore` that keeps records and outputs in this process's memory."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, RunRecord] = {}
+        self._outputs: dict[str, dict[str, Any]] = {}
+
+    async def create(self, record: RunRecord) -> None:
+        self._records[record.run_id] = record
+
+    async def update(self, record: RunRecord, outputs: dict[str, Any] | None = None) -> None:
+        self._records[record.run_id] = record
+        if outputs is not None:
+            self._outputs[record.run_id] = outputs
+
+    async def flush(self) -> None:
+        return None
+
+    async def get(self, run_id: str) -> RunRecord | None:
+        return self._records.get(run_id)
+
+    async def get_outputs(self, run_id: str) -> dict[str, Any] | None:
+        return self._outputs.get(run_id)
+
+    async def exists(self, run_id: str) -> bool:
+        return run_id in self._records
+
+    async def list(
+        self,
+        *,
+        graph_id: str | None = None,
+        status: RunStatus | Iterable[RunStatus] | None = None,
+        session_id: str | None = None,
+        tags: Iterable[str] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        check_paging(limit, offset)
+        statuses = status_set(status)
+        wanted_tags = set(tags or ())
+        matched = []
+        # dicts keep insertion order, so reversed() is newest-created first.
+        for record in reversed(self._records.values()):
+            if graph_id is not None and record.graph_id != graph_id:
+                continue
+            if statuses is not None and record.status not in statuses:
+                continue
+            if session_id is not None and record.session_id != session_id:
+                continue
+            if wanted_tags and not wanted_tags.issubset(record.tags):
+                continue
+            matched.append(record)
+            if len(matched) >= offset + limit:
+                break
+        return matched[offset:]
+
+    async def close(self) -> None:
+        return None

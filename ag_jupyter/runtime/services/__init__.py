@@ -1,0 +1,148 @@
+"""Context services and the hub that hands them to ``NodeContext``.
+
+A service is any object. If it has a ``bind(context)`` method, ``context.svc(name)`` returns
+``service.bind(context)`` (a view scoped to that run/session); otherwise the object itself.
+Register a custom service for every context with :func:`register_context_service`, or for
+one session with ``open_session(services={"name": obj})``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ..errors import ServiceNotConfiguredError
+from .logger import RunLogBuffer, RunLoggerService
+
+_HOW_TO_CONFIGURE = {
+    "llm": "set OPENAI_API_KEY (and OPENAI_BASE_URL / AG_LLM_MODEL for a local server such "
+    "as vLLM, Ollama or LM Studio), or pass open_session(llm=...)",
+    "rag": "register one with register_context_service('rag', obj) or pass "
+    "open_session(rag=...)",
+    "mcp": "register a client with register_mcp_client(name, client) or pass "
+    "open_session(mcp={name: client})",
+}
+
+_global_services: dict[str, Any] = {}
+_global_mcp: dict[str, Any] = {}
+_global_lock = threading.Lock()
+
+
+def register_context_service(name: str, service: Any) -> None:
+    """Make ``service`` reachable as ``context.svc(name)`` from every context.
+
+    Built-in names (``llm``, ``kv``, ``memory``, ``artifacts``, ``logger``, ``rag``) may be
+    replaced this way too. A service with a ``bind(context)`` method is bound per context.
+
+    Raises:
+      TypeError: if ``name`` is not a non-empty str.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"service name must be a non-empty str, got {name!r}")
+    with _global_lock:
+        _global_services[name] = service
+
+
+def unregister_context_service(name: str) -> None:
+    """Remove a service registered with :func:`register_context_service` (if any)."""
+    with _global_lock:
+        _global_services.pop(name, None)
+
+
+def register_mcp_client(name: str, client: Any) -> None:
+    """Make ``client`` reachable as ``context.mcp(name)`` from every context."""
+    with _global_lock:
+        _global_mcp[name] = client
+
+
+class ServiceHub:
+    """Resolves service names to service objects for contexts.
+
+    Lookup order: this hub's own services (``open_session`` injections), then the
+    process-wide registrations, then the embedded defaults the hub was built with.
+
+    Args:
+      services: name -> service object for this hub only.
+      mcp: name -> MCP client for this hub only.
+    """
+
+    def __init__(
+        self,
+        services: dict[str, Any] | None = None,
+        *,
+        mcp: dict[str, Any] | None = None,
+        parent: ServiceHub | None = None,
+    ) -> None:
+        self._services = dict(services or {})
+        self._mcp = dict(mcp or {})
+        self._parent = parent
+        if parent is None:
+            self.log_buffer = RunLogBuffer()
+            self._defaults: dict[str, Any] = {"logger": RunLoggerService(self.log_buffer)}
+        else:
+            self.log_buffer = parent.log_buffer
+            self._defaults = {}
+
+    def child(self, services: dict[str, Any] | None = None, **kw: Any) -> ServiceHub:
+        """A hub that adds ``services`` on top of this one (used by sessions)."""
+        return ServiceHub(services, parent=self, **kw)
+
+    def set_default(self, name: str, service: Any) -> None:
+        """Install an embedded default service (lowest priority)."""
+        self._defaults[name] = service
+
+    def _lookup(self, name: str) -> Any:
+        if name in self._services:
+            return self._services[name]
+        if name in _global_services:
+            return _global_services[name]
+        if self._parent is not None:
+            return self._parent._lookup(name)
+        return self._defaults.get(name)
+
+    def get(self, name: str, context: Any) -> Any:
+        """The service ``name`` bound to ``context``.
+
+        Raises:
+          ServiceNotConfiguredError: if nothing is registered under ``name``.
+        """
+        service = self._lookup(name)
+        if service is None:
+            how = _HOW_TO_CONFIGURE.get(
+                name, f"register one with register_context_service({name!r}, obj)"
+            )
+            raise ServiceNotConfiguredError(f"the {name!r} service is not configured: {how}")
+        bind = getattr(service, "bind", None)
+        return bind(context) if callable(bind) else service
+
+    def _mcp_lookup(self, name: str) -> Any:
+        if name in self._mcp:
+            return self._mcp[name]
+        if name in _global_mcp:
+            return _global_mcp[name]
+        return self._parent._mcp_lookup(name) if self._parent is not None else None
+
+    def mcp(self, name: str, context: Any) -> Any:
+        """The MCP client ``name``.
+
+        Raises:
+          ServiceNotConfiguredError: if no client is registered under ``name``.
+        """
+        client = self._mcp_lookup(name)
+        if client is None:
+            raise ServiceNotConfiguredError(
+                f"no MCP client named {name!r} is configured: {_HOW_TO_CONFIGURE['mcp']}"
+            )
+        bind = getattr(client, "bind", None)
+        return bind(context) if callable(bind) else client
+
+    def logs(self, run_id: str) -> list[dict[str, Any]]:
+        """Recent log lines of ``run_id`` (see :class:`RunLogBuffer`)."""
+        return self.log_buffer.lines(run_id)
+
+    async def aclose(self) -> None:
+        """Close services this hub owns (those with an ``aclose``/``close`` method)."""
+        for service in list(self._services.values()) + list(self._defaults.values()):
+            closer = getattr(service, "aclose", None)
+            if callable(closer):
+                await closer()
