@@ -1,0 +1,65 @@
+"""The extension's settings: a traitlets ``Configurable``, so ``%config AgJupyter.x = y``
+and ``c.AgJupyter.x = y`` in ``ipython_config.py`` both work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, validate
+from traitlets.config import Configurable
+
+
+class AgJupyter(Configurable):
+    """Settings of the ag_jupyter IPython extension.
+
+    Changing ``max_concurrency`` at run time applies to the kernel's RunManager at once.
+    A bad value raises ``traitlets.TraitError`` with the accepted range.
+    """
+
+    max_concurrency = Int(
+        8, help="Runs (with count_slot=True) executing at once; the rest queue as pending."
+    ).tag(config=True)
+    workspace = Unicode(
+        "",
+        help="Folder for the durable run history, kv, memory and artifacts. Empty: the "
+        "AG_WORKSPACE environment variable, else ./.ag_workspace. 'memory' keeps "
+        "everything in memory for this kernel only.",
+    ).tag(config=True)
+    default_session_id = Unicode(
+        None,
+        allow_none=True,
+        help="session_id for %%ag_session cells that do not pass --session-id "
+        "(None: each cell's session id is its own run id).",
+    ).tag(config=True)
+    panel_refresh_s = Float(
+        0.1, help="Seconds between coalesced run-panel updates (at most 1/panel_refresh_s "
+        "messages per second, whatever the number of runs)."
+    ).tag(config=True)
+    blocking_waits = Enum(
+        ["error", "nest_asyncio2"],
+        "error",
+        help="What a blocking wait from synchronous code (e.g. %ag_wait) does while the "
+        "kernel's loop is running: 'error' says to use `await`; 'nest_asyncio2' patches "
+        "the loop (on first use only) to wait re-entrantly.",
+    ).tag(config=True)
+    show_panel_on_load = Bool(
+        False, help="Display the run panel when the extension is loaded."
+    ).tag(config=True)
+
+    @validate("max_concurrency")
+    def _check_concurrency(self, proposal: dict[str, Any]) -> int:
+        value = proposal["value"]
+        if value <= 0:
+            raise TraitError(
+                f"AgJupyter.max_concurrency must be a positive int, got {value!r}"
+            )
+        return value
+
+    @validate("panel_refresh_s")
+    def _check_refresh(self, proposal: dict[str, Any]) -> float:
+        value = proposal["value"]
+        if not 0.01 <= value <= 60:
+            raise TraitError(
+                f"AgJupyter.panel_refresh_s must be between 0.01 and 60 seconds, got {value!r}"
+            )
+        return value

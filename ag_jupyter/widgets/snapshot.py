@@ -1,0 +1,119 @@
+"""Static snapshots of a run table: ``text/plain`` and ``text/html``.
+
+Used where no live widget can render: a saved notebook, nbconvert HTML, GitHub, terminal
+IPython, and the ``%ag_runs`` text fallback. All run text is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from ..runtime.models import RunRecord, RunStatus
+
+STATUS_COLOURS = {
+    RunStatus.pending: "#6b7280",
+    RunStatus.running: "#2563eb",
+    RunStatus.waiting: "#0d9488",
+    RunStatus.cancellation_requested: "#d97706",
+    RunStatus.succeeded: "#16a34a",
+    RunStatus.failed: "#dc2626",
+    RunStatus.canceled: "#4b5563",
+}
+COLUMNS = ("run id", "graph", "status", "session", "tags", "started", "duration", "error")
+
+
+def format_duration(seconds: float | None) -> str:
+    """``850 ms``, ``12.3 s``, ``4m 05s``, ``1h 02m``; empty for None."""
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        minutes, secs = divmod(int(seconds), 60)
+        return f"{minutes}m {secs:02d}s"
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours}h {rest // 60:02d}m"
+
+
+def _local_time(ts: datetime | None) -> str:
+    return ts.astimezone().strftime("%H:%M:%S") if ts else ""
+
+
+def status_counts(records: Iterable[RunRecord]) -> Counter[RunStatus]:
+    """Number of records per status."""
+    return Counter(r.status for r in records)
+
+
+def counts_line(counts: Counter[RunStatus]) -> str:
+    """``2 running · 5 succeeded · 1 failed`` (non-zero statuses, in life-cycle order)."""
+    parts = [f"{counts[s]} {s.value}" for s in RunStatus if counts.get(s)]
+    return " · ".join(parts) if parts else "no runs"
+
+
+def row_cells(record: RunRecord) -> list[str]:
+    """The table's cells for one record, as plain strings (unescaped)."""
+    error = (record.error or "").splitlines()[0] if record.error else ""
+    return [
+        record.run_id,
+        record.graph_id,
+        record.status.value,
+        record.session_id or "",
+        ", ".join(record.tags),
+        _local_time(record.started_at),
+        format_duration(record.duration_s),
+        error,
+    ]
+
+
+def _newest_first(records: Iterable[RunRecord], limit: int) -> list[RunRecord]:
+    return sorted(records, key=lambda r: r.created_at, reverse=True)[:limit]
+
+
+def text_table(records: Sequence[RunRecord], *, limit: int = 50, width: int = 40) -> str:
+    """A fixed-width text table of the newest ``limit`` records with a counts header."""
+    rows = [row_cells(r) for r in _newest_first(records, limit)]
+    header = f"{len(records)} runs: {counts_line(status_counts(records))}"
+    if not rows:
+        return header
+    clipped = [[c if len(c) <= width else c[: width - 1] + "…" for c in row] for row in rows]
+    widths = [max(len(h), *(len(row[i]) for row in clipped)) for i, h in enumerate(COLUMNS)]
+    lines = [header, "  ".join(h.ljust(w) for h, w in zip(COLUMNS, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in clipped:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    if len(records) > limit:
+        lines.append(f"… and {len(records) - limit} older runs")
+    return "\n".join(lines)
+
+
+def html_table(records: Sequence[RunRecord], *, limit: int = 50, title: str = "Runs") -> str:
+    """An HTML table (inline styles only, everything escaped) of the newest ``limit`` runs."""
+    esc = html.escape
+    out = [
+        '<div class="ag-run-panel-snapshot" style="font-family:var(--jp-ui-font-family,'
+        'sans-serif);font-size:12px">',
+        f"<div><b>{esc(title)}</b> — {esc(counts_line(status_counts(records)))}"
+        f" ({len(records)} total)</div>",
+        '<table style="border-collapse:collapse"><thead><tr>',
+        *(f'<th style="text-align:left;padding:2px 8px">{esc(c)}</th>' for c in COLUMNS),
+        "</tr></thead><tbody>",
+    ]
+    for record in _newest_first(records, limit):
+        cells = [esc(c) for c in row_cells(record)]
+        colour = STATUS_COLOURS[record.status]
+        cells[2] = f'<span style="color:{colour};font-weight:600">{cells[2]}</span>'
+        out.append(
+            f'<tr data-run-id="{esc(record.run_id, quote=True)}">'
+            + "".join(f'<td style="padding:2px 8px">{c}</td>' for c in cells)
+            + "</tr>"
+        )
+    out.append("</tbody></table>")
+    if len(records) > limit:
+        out.append(f"<div>… and {len(records) - limit} older runs</div>")
+    out.append("</div>")
+    return "".join(out)
