@@ -111,7 +111,7 @@ def _compile_body(body: str, filename: str) -> tuple[Any, Any]:
 async def _run_code(code: Any, namespace: dict[str, Any]) -> Any:
     __tracebackhide__ = True
     # eval() also runs "exec"-mode code, and returns the coroutine when the code awaits.
-    result = eval(code, namespace)  # noqa: S307
+    result = eval(code, namespace)
     if code.co_flags & inspect.CO_COROUTINE:
         result = await result
     return result

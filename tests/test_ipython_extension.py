@@ -1,0 +1,252 @@
+"""The IPython extension in a real InteractiveShell: load/unload, %%ag_session, magics."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets import TraitError
+
+from ag_jupyter.runtime import RunStatus, default_registry, get_run_manager
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture
+def shell():
+    """A fresh InteractiveShell with the extension loaded (unloaded afterwards)."""
+    InteractiveShell.clear_instance()
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("config", "AgJupyter.workspace = 'memory'")
+    sh.run_line_magic("load_ext", "ag_jupyter")
+    sh.run_line_magic("config", "AgJupyter.workspace = 'memory'")
+    sh.run_cell(
+        "import asyncio, time\n"
+        "from ag_jupyter import graph_fn\n"
+        "@graph_fn('ext_sleep')\n"
+        "async def ext_sleep(seconds: float = 0.01):\n"
+        "    await asyncio.sleep(seconds)\n"
+        "    return seconds\n"
+    )
+    yield sh
+    sh.run_line_magic("unload_ext", "ag_jupyter")
+    default_registry.unregister("ext_sleep")
+    InteractiveShell.clear_instance()
+
+
+def run(sh: InteractiveShell, source: str):
+    result = sh.run_cell(source)
+    return result
+
+
+def manager_of(sh: InteractiveShell):
+    async def get():
+        return get_run_manager()
+
+    return sh.loop_runner(get())
+
+
+def test_session_cell_awaits_and_displays_last_expression(shell):
+    result = run(
+        shell,
+        "%%ag_session --session-id s1\n"
+        "rid = await context.runner().spawn_run('ext_sleep', inputs={'seconds': 0.01})\n"
+        "rec = await context.runner().wait_run(rid)\n"
+        "(rec.status.value, rec.session_id, context.session_id)\n",
+    )
+    assert result.error_in_exec is None
+    assert result.result == ("succeeded", "s1", "s1")
+    assert shell.user_ns["rec"].parent_run_id == shell.user_ns["rec"].parent_run_id
+    assert "rid" in shell.user_ns  # assignments persist like in a normal cell
+
+
+def test_session_cell_keeps_multiline_strings_exact(shell):
+    result = run(shell, '%%ag_session\ntext = """first\n    indented\nlast"""\ntext\n')
+    assert result.result == "first\n    indented\nlast"
+
+
+def test_session_cell_quoted_option_values(shell):
+    result = run(shell, "%%ag_session --session-id 'my session' --agent-id \"a 1\"\n"
+                 "(context.session_id, context.agent_id)\n")
+    assert result.result == ("my session", "a 1")
+
+
+def test_context_is_restored_after_the_cell(shell):
+    shell.user_ns["context"] = "mine"
+    result = run(shell, "%%ag_session\ninside = context\n")
+    assert result.error_in_exec is None
+    assert shell.user_ns["context"] == "mine"
+    assert shell.user_ns["inside"].graph_id == "adhoc"
+    del shell.user_ns["context"]
+    run(shell, "%%ag_session\nx = 1\n")
+    assert "context" not in shell.user_ns
+
+
+def test_exception_closes_session_and_traceback_shows_cell_lines(shell, capsys):
+    result = run(shell, "%%ag_session\nctx_seen = context\nx = 1\n1/0\n")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    assert "----> 4 1/0" in out  # the cell's own line 4, not the rewritten line
+    assert "context" not in shell.user_ns  # restored even on error
+    # the session's clean-up ran: its closers list is spent
+    assert shell.user_ns["ctx_seen"]._closers is None
+
+
+def test_interrupt_inside_cell_closes_session(shell):
+    result = run(
+        shell,
+        "%%ag_session\nctx_seen = context\nraise KeyboardInterrupt\n",
+    )
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    assert shell.user_ns["ctx_seen"]._closers is None
+    assert "context" not in shell.user_ns
+
+
+def test_bad_option_is_a_usage_error_with_usage(shell, capsys):
+    result = run(shell, "%%ag_session --bogus 1\nx = 1\n")
+    assert isinstance(result.error_in_exec, UsageError)
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "--bogus" in text and "--session-id" in text
+
+
+def test_empty_body_is_a_usage_error(shell, capsys):
+    result = run(shell, "%%ag_session --session-id x\n\n")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "needs a body" in str(result.error_in_exec)
+
+
+def test_unbalanced_quote_is_a_usage_error(shell):
+    result = run(shell, "%%ag_session --session-id 'oops\nx = 1\n")
+    assert isinstance(result.error_in_exec, UsageError)
+
+
+def test_help_reaches_ipython_not_the_rewrite(shell, capsys):
+    result = run(shell, "%%ag_session?")
+    assert result.error_in_exec is None and result.error_before_exec is None
+    out = capsys.readouterr().out
+    assert "--session-id" in out and "open_session" in out
+
+
+def test_lsmagic_lists_the_cell_magic_and_direct_call_works(shell):
+    assert "ag_session" in shell.magics_manager.magics["cell"]
+    value = shell.run_cell_magic("ag_session", "--session-id direct", "context.session_id\n")
+    assert value == "direct"
+
+
+def test_autoawait_off_gives_a_clear_error(shell):
+    shell.autoawait = False
+    try:
+        result = run(shell, "%%ag_session\nx = 1\n")
+    finally:
+        shell.autoawait = True
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "autoawait" in str(result.error_in_exec)
+
+
+def test_runs_listed_waited_and_cancelled_by_magics(shell, capsys):
+    run(shell, "%%ag_session --session-id m\n"
+        "slow = await context.runner().spawn_run('ext_sleep', inputs={'seconds': 30})\n"
+        "fast = await context.runner().spawn_run('ext_sleep', inputs={'seconds': 0.01})\n"
+        "await context.runner().wait_run(fast)\n")
+    slow, fast = shell.user_ns["slow"], shell.user_ns["fast"]
+    capsys.readouterr()
+    shell.run_line_magic("ag_runs", "--text")
+    table = capsys.readouterr().out
+    assert slow in table and fast in table and "succeeded" in table
+    shell.run_line_magic("ag_runs", "--status live")
+    live_table = capsys.readouterr().out
+    assert slow in live_table and fast not in live_table
+    record = shell.run_line_magic("ag_wait", fast)
+    assert record.status is RunStatus.succeeded
+    shell.run_line_magic("ag_cancel", slow)
+    assert "cancel requested" in capsys.readouterr().out
+    record = shell.run_line_magic("ag_wait", f"{slow} --timeout 5")
+    assert record.status is RunStatus.canceled
+    shell.run_line_magic("ag_cancel", slow)
+    assert "already canceled" in capsys.readouterr().out
+
+
+def test_cancel_all_and_unknown_ids(shell, capsys):
+    run(shell, "%%ag_session\n"
+        "ids = [await context.runner().spawn_run('ext_sleep', inputs={'seconds': 30})"
+        " for _ in range(3)]\n")
+    with pytest.raises(UsageError, match="no run with id 'nope'"):
+        shell.run_line_magic("ag_cancel", "nope")
+    with pytest.raises(UsageError, match="run ids or --all"):
+        shell.run_line_magic("ag_cancel", "")
+    shell.run_line_magic("ag_cancel", "--all")
+    manager = manager_of(shell)
+
+    async def settle():
+        return [await manager.wait_run(i, timeout_s=5) for i in shell.user_ns["ids"]]
+
+    records = shell.loop_runner(settle())
+    assert {r.status for r in records} == {RunStatus.canceled}
+
+
+def test_ag_wait_errors(shell):
+    with pytest.raises(UsageError, match="no run with id"):
+        shell.run_line_magic("ag_wait", "missing")
+    with pytest.raises(UsageError, match="positive"):
+        shell.run_line_magic("ag_wait", "x --timeout -1")
+
+
+def test_ag_graphs_lists_inputs(shell, capsys):
+    shell.run_line_magic("ag_graphs", "")
+    out = capsys.readouterr().out
+    assert "ext_sleep" in out and "inputs: seconds" in out
+
+
+def test_config_validates_and_applies_concurrency(shell, caplog):
+    config = shell._ag_jupyter_config
+    shell.run_line_magic("config", "AgJupyter.max_concurrency = 0")  # %config logs the error
+    assert "max_concurrency must be a positive int, got 0" in caplog.text
+    assert config.max_concurrency == 8
+    with pytest.raises(TraitError, match="positive"):
+        config.max_concurrency = -2
+    with pytest.raises(TraitError, match="between"):
+        config.panel_refresh_s = 0
+    manager = manager_of(shell)
+    shell.run_line_magic("config", "AgJupyter.max_concurrency = 3")
+    assert manager.max_concurrency == 3
+
+
+def test_load_is_idempotent_and_unload_removes_everything(shell):
+    from ag_jupyter import load_ipython_extension, unload_ipython_extension
+
+    transformers = list(shell.input_transformers_cleanup)
+    load_ipython_extension(shell)
+    assert shell.input_transformers_cleanup == transformers
+    unload_ipython_extension(shell)
+    assert not any(k.startswith("ag_") for k in shell.magics_manager.magics["line"])
+    assert "ag_session" not in shell.magics_manager.magics["cell"]
+    assert len(shell.input_transformers_cleanup) == len(transformers) - 1
+    assert not any(type(c).__name__ == "AgJupyter" for c in shell.configurables)
+    load_ipython_extension(shell)  # the fixture unloads again
+
+
+def test_unload_keeps_live_runs_going(shell):
+    run(shell, "%%ag_session\n"
+        "rid = await context.runner().spawn_run('ext_sleep', inputs={'seconds': 0.2})\n")
+    manager = manager_of(shell)
+    shell.run_line_magic("unload_ext", "ag_jupyter")
+    record = shell.loop_runner(manager.wait_run(shell.user_ns["rid"], timeout_s=5))
+    assert record.status is RunStatus.succeeded
+    shell.run_line_magic("load_ext", "ag_jupyter")
+
+
+def test_blocking_wait_in_running_loop_says_use_await(shell):
+    from ag_jupyter.ipython.blocking import run_blocking
+
+    async def inside_loop():
+        async def never():
+            await asyncio.sleep(10)
+
+        with pytest.raises(UsageError, match="await"):
+            run_blocking(shell, never, what="x", alternative="await it", config=None)
+
+    asyncio.run(inside_loop())
