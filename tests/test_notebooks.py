@@ -1,0 +1,61 @@
+"""Every notebook under notebooks/ runs in a real kernel (nbclient), with its outputs checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+pytestmark = pytest.mark.kernel
+
+
+def execute(path: Path, tmp_path: Path) -> nbformat.NotebookNode:
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(
+        nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    return nb
+
+
+def outputs_text(cell: nbformat.NotebookNode) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        parts.append(out.get("text", ""))
+        data = out.get("data", {})
+        parts.append(data.get("text/plain", ""))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_without_errors(path: Path, tmp_path: Path):
+    nb = execute(path, tmp_path)
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, errors
+
+
+def test_quickstart_outputs(tmp_path: Path):
+    nb = execute(Path(__file__).parents[1] / "notebooks" / "quickstart.ipynb", tmp_path)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    text = [outputs_text(c) for c in code]
+    everything = "\n".join(text)
+    # %ag_graphs lists the three graphs with their inputs
+    assert "slow  [async]  inputs: seconds" in everything
+    assert "fan_out  [async]  inputs: n  outputs: total" in everything
+    # %ag_runs in a kernel displays the widget, with a text snapshot beside it
+    panel_outputs = [
+        o for c in code for o in c.get("outputs", [])
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
+    assert panel_outputs, "the run panel widget was not displayed"
+    assert "text/html" in panel_outputs[0]["data"]
+    # the cancelled run, the failed run and the fan-out parent's total
+    assert "cancel requested" in everything
+    results_cell = next(t for t in text if "fan_out" in t and "succeeded" in t)
+    assert "{'total': 1.2}" in results_cell  # 0.2 + 0.4 + 0.6 from its three children
+    assert "ValueError: this run fails on purpose" in everything
+    assert "canceled" in everything
+    # the final text table counts every run, children included
+    assert "runs:" in text[-1] and "succeeded" in text[-1] and "child" in text[-1]
