@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 from ..errors import ServiceNotConfiguredError
+from .llm import EnvLLMProvider
 from .logger import RunLogBuffer, RunLoggerService
 
 _HOW_TO_CONFIGURE = {
@@ -79,6 +80,8 @@ class ServiceHub:
         if parent is None:
             self.log_buffer = RunLogBuffer()
             self._defaults: dict[str, Any] = {"logger": RunLoggerService(self.log_buffer)}
+            # Reads OPENAI_API_KEY / OPENAI_BASE_URL / AG_LLM_MODEL at context.llm() time.
+            self._defaults["llm"] = EnvLLMProvider()
         else:
             self.log_buffer = parent.log_buffer
             self._defaults = {}
