@@ -310,7 +310,7 @@ def graph_fn(
         spec = build_graph_spec(
             fn, name, inputs, outputs, version, tags=tags, description=description
         )
-        (registry or default_registry).register(spec)
+        (registry if registry is not None else default_registry).register(spec)
         fn.__graph_spec__ = spec  # type: ignore[attr-defined]
         return fn
 

@@ -14,6 +14,7 @@ import logging
 import threading
 import traceback
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from .run_store import InMemoryRunStore, RunStore, check_paging, status_set
 log = logging.getLogger("ag_jupyter.runtime")
 
 DEFAULT_MAX_CONCURRENCY = 8
+RECENT_RECORDS = 10_000
 
 
 class RunEvent(NamedTuple):
@@ -119,6 +121,10 @@ class RunManager:
         self._active = 0
         self._subscribers: list[RunEventCallback] = []
         self._closed = False
+        _all_managers.add(self)
+        # Finished records this process saw, for sync readers (magics, panel snapshots).
+        self._recent: deque[RunRecord] = deque(maxlen=RECENT_RECORDS)
+        self._background: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------- properties
     @staticmethod
@@ -161,6 +167,28 @@ class RunManager:
     def live_records(self) -> list[RunRecord]:
         """Records of runs not yet terminal, oldest first (sync; no store access)."""
         return [live.record for live in self._live.values()]
+
+    def recent_records(self) -> list[RunRecord]:
+        """Records this manager ran, oldest first: the last ``RECENT_RECORDS`` finished ones
+        and every live one. Sync and store-free, for UIs; use :meth:`list_records` for
+        history from the store (earlier kernels included).
+        """
+        finished = {r.run_id: r for r in self._recent}
+        for live in self._live.values():
+            finished.pop(live.record.run_id, None)
+        return sorted(
+            [*finished.values(), *self.live_records()], key=lambda r: r.created_at
+        )
+
+    def find_record(self, run_id: str) -> RunRecord | None:
+        """The record of ``run_id`` if this manager has it in memory (live or recent)."""
+        live = self._live.get(run_id)
+        if live is not None:
+            return live.record
+        for record in reversed(self._recent):
+            if record.run_id == run_id:
+                return record
+        return None
 
     # -------------------------------------------------------------- subscription
     def subscribe(self, callback: RunEventCallback) -> Callable[[], None]:
@@ -398,6 +426,7 @@ class RunManager:
         if meta != live.record.meta:
             changes["meta"] = meta
         record = self._set(live, **changes)
+        self._recent.append(record)
         if live.count_slot and live.task is not None:
             self._active -= 1
             self._start_queued()
@@ -438,6 +467,11 @@ class RunManager:
         check_positive("timeout_s", timeout_s)
         live = self._live.get(run_id)
         if live is None:
+            sibling = self._sibling_running(run_id)
+            if sibling is not None:
+                return await sibling.wait_run(
+                    run_id, timeout_s=timeout_s, return_outputs=return_outputs
+                )
             record = await self.store.get(run_id)
             if record is None:
                 raise self._not_found(run_id)
@@ -525,11 +559,15 @@ class RunManager:
         """
         live = self._live.get(run_id)
         if live is None:
+            sibling = self._sibling_running(run_id)
+            if sibling is not None:
+                return await sibling.cancel_run(run_id, reason=reason)
             record = await self.store.get(run_id)
             if record is None:
                 raise self._not_found(run_id)
             return record
-        if live.cancel_requested:
+        if live.cancel_requested or live.record.status.is_terminal:
+            # Already asked, or finished and only its final store write is in flight.
             return live.record
         live.cancel_requested = True
         meta = dict(live.record.meta)
@@ -543,10 +581,37 @@ class RunManager:
             await self._finish(live, outputs=None, error=None, cancelled=True)
             return live.record
         record = self._set(live, status=RunStatus.cancellation_requested, meta=meta)
-        await self.store.update(record)
+        # Emit and cancel before awaiting the store: the run may end during that await, and
+        # its terminal event must come after this one.
         self._emit("changed", record)
         if live.spec.is_async and live.task is not None:
             live.task.cancel(f"ag_jupyter cancel_run: {reason}")
+        await self.store.update(record)
+        return record
+
+    def request_cancel(self, run_id: str, *, reason: str = "user_requested") -> RunRecord:
+        """Sync form of :meth:`cancel_run` for callbacks that cannot await (widget messages,
+        line magics): schedules the cancellation on the manager's loop and returns the
+        record as it is now. A finished run is returned unchanged.
+
+        Raises:
+          RunNotFoundError: if this manager has no run with this id in memory.
+        """
+        record = self.find_record(run_id)
+        if record is None:
+            raise self._not_found(run_id)
+        if record.status.is_terminal or self._loop is None:
+            return record
+
+        async def cancel() -> None:
+            try:
+                await self.cancel_run(run_id, reason=reason)
+            except Exception:
+                log.exception("cancelling run %s failed", run_id)
+
+        task = self._loop.create_task(cancel(), name=f"ag-cancel:{run_id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         return record
 
     def is_cancel_requested(self, run_id: str) -> bool:
@@ -599,6 +664,15 @@ class RunManager:
             offset=offset,
         )
 
+    def _sibling_running(self, run_id: str) -> RunManager | None:
+        # Another manager on this loop (e.g. an open_session(max_concurrency=...) private
+        # one sharing our store) that has this run live: only it can wait for or cancel it.
+        loop = asyncio.get_running_loop()
+        for other in list(_all_managers):
+            if other is not self and other._loop is loop and run_id in other._live:
+                return other
+        return None
+
     def _not_found(self, run_id: str) -> RunNotFoundError:
         live = ", ".join(list(self._live)[:10]) or "(none)"
         return RunNotFoundError(
@@ -635,6 +709,8 @@ class RunManager:
 
 
 _managers: dict[asyncio.AbstractEventLoop, RunManager] = {}
+# Every manager in the process (weakly), so managers sharing a loop can find each other's runs.
+_all_managers: weakref.WeakSet[RunManager] = weakref.WeakSet()
 _managers_lock = threading.Lock()
 _manager_factory: Callable[[], RunManager] | None = None
 

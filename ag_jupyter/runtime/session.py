@@ -46,9 +46,10 @@ async def build_adhoc_context(
       **rt_overrides: ``session_id``, ``agent_id``, ``app_id`` (identity defaults for runs
         spawned from here; ``session_id`` defaults to ``run_id``); ``max_concurrency`` (int:
         a private RunManager with that limit, sharing the process's run store, closed with
-        the session); ``run_manager`` (use this manager); ``services`` (dict name -> object) and ``mcp``
-        (dict name -> client) injected for this context only; and the service names ``llm``,
-        ``kv``, ``memory``, ``artifacts``, ``logger``, ``rag`` to inject one directly.
+        the session); ``run_manager`` (use this manager); ``services`` (dict name ->
+        object) and ``mcp`` (dict name -> client) injected for this context only; and the
+        service names ``llm``, ``kv``, ``memory``, ``artifacts``, ``logger``, ``rag`` to
+        inject one directly.
 
     Returns a context; release what it opened with ``await ctx.aclose()``.
 
@@ -93,10 +94,10 @@ async def build_adhoc_context(
     return ctx
 
 
-def _private_manager(max_concurrency: int | None) -> RunManager:
+def _private_manager(max_concurrency: int) -> RunManager:
     base = get_run_manager()
     return RunManager(
-        max_concurrency=max_concurrency or base.max_concurrency,
+        max_concurrency=max_concurrency,  # validated there: 0 or -1 raise ValueError
         registry=base.registry,
         store=base.store,
         services=base.services,
