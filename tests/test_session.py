@@ -409,3 +409,18 @@ async def test_logger_output_reaches_python_logging_handlers(
         context.logger().info("to logging")
     matching = [r for r in caplog.records if r.getMessage() == "to logging"]
     assert matching and matching[0].run_id == "log-run"  # type: ignore[attr-defined]
+
+
+async def test_session_exit_leaves_injected_services_open():
+    from ag_jupyter import open_session
+
+    class Closable:
+        closed = False
+
+        async def aclose(self):
+            self.closed = True
+
+    mine = Closable()
+    async with open_session(llm=mine, services={"extra": mine}) as context:
+        assert context.llm() is mine
+    assert mine.closed is False

@@ -144,8 +144,12 @@ class ServiceHub:
         return self.log_buffer.lines(run_id)
 
     async def aclose(self) -> None:
-        """Close services this hub owns (those with an ``aclose``/``close`` method)."""
-        for service in list(self._services.values()) + list(self._defaults.values()):
+        """Close the embedded defaults this hub created (those with an ``aclose`` method).
+
+        Services injected by the caller (``open_session(llm=...)``, ``services={...}``) are
+        the caller's to close: a session's clean-up leaves them open.
+        """
+        for service in list(self._defaults.values()):
             closer = getattr(service, "aclose", None)
             if callable(closer):
                 await closer()
