@@ -95,7 +95,9 @@ def lab(tmp_path_factory):
         except OSError:
             if time.monotonic() > deadline:
                 server.kill()
-                raise RuntimeError(f"jupyter lab did not answer in 60 s:\n{log_path.read_text()}")
+                raise RuntimeError(
+                    f"jupyter lab did not answer in 60 s:\n{log_path.read_text()}"
+                ) from None
             time.sleep(0.5)
     yield {"base": base, "token": token, "env": env, "root": root, "log": log_path}
     try:
