@@ -3,13 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+# The default durable workspace is ./.ag_workspace: keep the test run's out of the repo.
+# Subprocesses (kernels, scripts) inherit it.
+os.environ.setdefault("AG_WORKSPACE", tempfile.mkdtemp(prefix="ag-test-workspace-"))
+
 from ag_jupyter.runtime import GraphRegistry, RunManager
+
+
+@pytest.fixture(autouse=True)
+def isolated_default_workspace(tmp_path_factory, monkeypatch):
+    """Each test gets its own default workspace (``AG_WORKSPACE``), so fixed run ids such as
+    the seeds' ``run-custom-001`` never collide between tests, in-process or in scripts."""
+    from ag_jupyter.runtime import workspace
+
+    monkeypatch.setenv("AG_WORKSPACE", str(tmp_path_factory.mktemp("workspace")))
+    yield
+    with workspace._default_lock:
+        opened = workspace._default_workspace
+        workspace._default_workspace = None
+        workspace._default_store = None
+    if opened is not None and not opened.closed:
+        opened.close()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..runtime import RunManager, current_run_managers, set_run_manager_factory
+from ..runtime.run_manager import open_workspace_manager
 from .config import AgJupyter
 from .magics import AgMagics
 from .transformer import SessionCellTransformer
@@ -20,8 +21,13 @@ _STATE_ATTR = "_ag_jupyter_state"
 
 
 def build_manager(config: AgJupyter) -> RunManager:
-    """A RunManager built from the extension settings (workspace, max_concurrency)."""
-    return RunManager(max_concurrency=config.max_concurrency)
+    """A RunManager built from the extension settings: ``workspace`` ``'memory'`` keeps runs
+    in memory; empty uses the default workspace; otherwise that folder."""
+    if config.workspace == "memory":
+        return RunManager(max_concurrency=config.max_concurrency)
+    return open_workspace_manager(
+        config.workspace or None, max_concurrency=config.max_concurrency
+    )
 
 
 def load_ipython_extension(shell: Any) -> None:

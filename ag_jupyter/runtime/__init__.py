@@ -24,11 +24,14 @@ from .run_manager import (
     RunManager,
     current_run_managers,
     get_run_manager,
+    open_workspace_manager,
     set_run_manager_factory,
 )
 from .run_store import InMemoryRunStore, RunStore
 from .services import ServiceHub, register_context_service, register_mcp_client
 from .session import build_adhoc_context, open_session
+from .sqlite_store import SqliteRunStore
+from .workspace import Workspace, WorkspaceError, open_workspace, workspace_runtime
 
 __all__ = [
     "LIVE_STATUSES",
@@ -52,13 +55,19 @@ __all__ = [
     "RunnerFacade",
     "ServiceHub",
     "ServiceNotConfiguredError",
+    "SqliteRunStore",
+    "Workspace",
+    "WorkspaceError",
     "build_adhoc_context",
     "current_run_managers",
     "default_registry",
     "get_run_manager",
     "graph_fn",
     "open_session",
+    "open_workspace",
+    "open_workspace_manager",
     "register_context_service",
     "register_mcp_client",
     "set_run_manager_factory",
+    "workspace_runtime",
 ]

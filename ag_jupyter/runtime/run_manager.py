@@ -724,11 +724,40 @@ def set_run_manager_factory(factory: Callable[[], RunManager] | None) -> None:
     _manager_factory = factory
 
 
+def open_workspace_manager(
+    workspace: str | None = None, *, max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+) -> RunManager:
+    """A RunManager on a durable workspace folder.
+
+    ``workspace`` None means the process's default workspace (``$AG_WORKSPACE`` or
+    ``./.ag_workspace``), opened on first use and shared by the managers of later loops; a
+    path opens that folder (the manager owns it). If the folder cannot be used, a
+    ``RuntimeWarning`` says why and the manager keeps its runs in memory.
+
+    Raises:
+      ValueError: if ``max_concurrency`` is not a positive int.
+    """
+    from .workspace import WorkspaceError, default_runtime, workspace_runtime
+
+    try:
+        runtime = default_runtime() if workspace is None else workspace_runtime(workspace)
+    except WorkspaceError as exc:
+        import warnings
+
+        warnings.warn(
+            f"{exc} Runs of this process are kept in memory only.", RuntimeWarning, stacklevel=3
+        )
+        return RunManager(max_concurrency=max_concurrency)
+    return RunManager(max_concurrency=max_concurrency, **runtime)
+
+
 def get_run_manager(*, create: bool = True) -> RunManager:
     """The RunManager of the running event loop, created on first use.
 
     One manager per loop: in a kernel that is the kernel's loop, so runs keep going between
-    cells; in a script, each ``asyncio.run(...)`` gets its own.
+    cells; in a script, each ``asyncio.run(...)`` gets its own. Unless a factory was set
+    with :func:`set_run_manager_factory`, managers keep their runs in the default durable
+    workspace (``$AG_WORKSPACE`` or ``./.ag_workspace``), opened once per process.
 
     Raises:
       RuntimeError: if no event loop is running (call it from async code, or ``await`` in
@@ -748,7 +777,9 @@ def get_run_manager(*, create: bool = True) -> RunManager:
                 raise RuntimeError("no RunManager exists for this event loop yet")
             for old_loop in [lp for lp in _managers if lp.is_closed()]:
                 del _managers[old_loop]
-            manager = _manager_factory() if _manager_factory is not None else RunManager()
+            manager = (
+                _manager_factory() if _manager_factory is not None else open_workspace_manager()
+            )
             manager._loop = loop
             _managers[loop] = manager
         return manager
