@@ -135,3 +135,26 @@ def test_failed_run_never_prints_into_other_cells(kernel):
             streams.append(msg["content"].get("text", "") + msg["content"].get("ename", ""))
     assert "".join(streams).strip() == "clean"
     assert evaluate(kc, "get_run_manager().find_record(bad).error") == "'RuntimeError: kaboom'"
+
+
+def test_blocking_wait_errors_unless_nest_asyncio2_is_opted_in(kernel):
+    _, kc = kernel
+    execute(kc, "%%ag_session\nrid = await context.runner().spawn_run('kslow', "
+                "inputs={'seconds': 0.5})")
+    reply = execute(kc, "%ag_wait {rid}")
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "UsageError"
+    assert "await get_run_manager().wait_run" in reply["content"]["evalue"]
+    # nothing was patched on load or by the refused wait
+    assert evaluate(kc, "hasattr(asyncio.get_running_loop(), '_nest_patched')") == "False"
+    execute(kc, "%config AgJupyter.blocking_waits = 'nest_asyncio2'")
+    execute(kc, "%%ag_session\nrid2 = await context.runner().spawn_run('kslow', "
+                "inputs={'seconds': 0.5})")
+    reply = execute(kc, "rec = %ag_wait {rid2}")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert evaluate(kc, "rec.status.value") == "'succeeded'"
+    assert evaluate(kc, "hasattr(asyncio.get_running_loop(), '_nest_patched')") == "True"
+    # the kernel keeps working normally after the patch
+    reply = execute(kc, "%%ag_session\nawait context.runner().run_and_wait('kslow', "
+                        "inputs={'seconds': 0.1})")
+    assert reply["content"]["status"] == "ok", reply["content"]
