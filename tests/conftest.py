@@ -34,6 +34,47 @@ def isolated_default_workspace(tmp_path_factory, monkeypatch):
         opened.close()
 
 
+@pytest.fixture(autouse=True)
+async def close_default_manager() -> AsyncIterator[None]:
+    """Close the process-wide manager a test's loop got from ``get_run_manager()``."""
+    yield
+    from ag_jupyter.runtime import get_run_manager
+
+    try:
+        mgr = get_run_manager(create=False)
+    except RuntimeError:
+        return
+    await mgr.close(timeout_s=2)
+
+
+@pytest.fixture
+async def workspace_manager(tmp_path) -> AsyncIterator[RunManager]:
+    """A RunManager on a fresh durable workspace (SQLite store and workspace services)."""
+    from ag_jupyter.runtime.workspace import workspace_runtime
+
+    mgr = RunManager(**workspace_runtime(tmp_path / "ws"))
+    yield mgr
+    await mgr.close()
+
+
+@pytest.fixture
+async def session(workspace_manager: RunManager) -> AsyncIterator[Any]:
+    """``await session(session_id="s1", **overrides)`` -> an ad-hoc context on
+    ``workspace_manager``; every context made is closed after the test."""
+    from ag_jupyter.runtime import build_adhoc_context
+
+    opened: list[Any] = []
+
+    async def make(session_id: str | None = "s1", **kw: Any) -> Any:
+        ctx = await build_adhoc_context(session_id=session_id, run_manager=workspace_manager, **kw)
+        opened.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in opened:
+        await ctx.aclose()
+
+
 @pytest.fixture
 def registry() -> GraphRegistry:
     """A fresh graph registry, so graphs defined by one test never leak into another."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +18,8 @@ ContextFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def manager(tmp_path: Path) -> AsyncIterator[RunManager]:
-    mgr = RunManager(**workspace_runtime(tmp_path / "ws"))
-    yield mgr
-    await mgr.close()
-
-
-@pytest.fixture
-async def session(manager: RunManager) -> AsyncIterator[ContextFactory]:
-    opened: list[NodeContext] = []
-
-    async def make(session_id: str | None = "s1", **kw: Any) -> NodeContext:
-        ctx = await build_adhoc_context(session_id=session_id, run_manager=manager, **kw)
-        opened.append(ctx)
-        return ctx
-
-    yield make
-    for ctx in opened:
-        await ctx.aclose()
+def manager(workspace_manager: RunManager) -> RunManager:
+    return workspace_manager
 
 
 async def test_set_get_delete_exists(session: ContextFactory) -> None:

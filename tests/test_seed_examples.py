@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from ag_jupyter import get_run_manager, graph_fn
+from ag_jupyter import graph_fn
 from ag_jupyter.runtime import NodeContext, RunRecord, RunStatus
 
 
@@ -34,15 +34,6 @@ def _in_tmp_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     (the examples use fixed ones such as ``run-custom-001``) from one test to the next."""
     monkeypatch.chdir(tmp_path)
 
-
-@pytest.fixture(autouse=True)
-async def _close_default_manager() -> AsyncIterator[None]:
-    yield
-    try:
-        mgr = get_run_manager(create=False)
-    except RuntimeError:
-        return
-    await mgr.close(timeout_s=2)
 
 
 # ===================================================================== seed 001

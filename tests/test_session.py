@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,15 +35,6 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
     for name in SESSION_GRAPHS:
         default_registry.unregister(name)
 
-
-@pytest.fixture(autouse=True)
-async def _close_default_manager() -> AsyncIterator[None]:
-    yield
-    try:
-        mgr = get_run_manager(create=False)
-    except RuntimeError:
-        return
-    await mgr.close(timeout_s=2)
 
 
 @pytest.fixture
