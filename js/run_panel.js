@@ -5,6 +5,12 @@
 // so `node --test` can exercise it without a DOM; nothing at module top level
 // touches `document` or `window`.
 //
+// Division of labour (protocol v2): the kernel keeps every run, filters,
+// orders and pages them, and sends only the page to show ("page" messages:
+// display order plus the rows that are new or changed). This file caches the
+// rows of that one page, renders them, and reports the view the user wants
+// ("view" messages). It never filters, sorts or counts runs itself.
+//
 // Security rule for the whole file: run data (ids, graph ids, tags, errors,
 // tracebacks, session ids) is untrusted. It only ever reaches the DOM through
 // textContent / createTextNode / setAttribute. There is no innerHTML anywhere.
@@ -40,11 +46,18 @@ export const SUMMARY_ORDER = [
   "canceled",
 ];
 
-/** Top-level rows per page; children always stay on their parent's page. */
+/** Page size assumed until the kernel says otherwise (it owns paging). */
 export const PAGE_SIZE = 50;
 
-/** Session filter value for "rows without a session" (cannot collide with a real id). */
+/**
+ * Value of the "(no session)" <option>. A select can only hold strings, so
+ * this stands in for the view's `session: null`; it cannot collide with a
+ * real session id.
+ */
 export const NO_SESSION = "\u0000no-session";
+
+/** The kernel refuses longer searches; cut them here instead of getting a notice. */
+export const MAX_SEARCH_LENGTH = 500;
 
 export const EMPTY_TEXT = "No runs yet. Spawn one with context.runner().spawn_run(...)";
 export const NO_MATCH_TEXT = "No runs match the current filters.";
@@ -56,6 +69,9 @@ const CANCEL_PENDING_MS = 10000;
 // Structural re-renders wait while a mouse button is down in the table (see
 // the hold logic in createView) but never longer than this.
 const HOLD_MAX_MS = 1500;
+// Typing in the search box asks the kernel for a new page only after a pause,
+// so a word typed quickly costs one round trip, not one per key.
+export const SEARCH_DEBOUNCE_MS = 200;
 
 // ---------------------------------------------------------------------------
 // Small value helpers
@@ -75,6 +91,12 @@ export function toText(value) {
 const finiteOrNull = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
 const stringOrNull = (v) => (typeof v === "string" ? v : null);
 const nonEmptyStringOrNull = (v) => (typeof v === "string" && v !== "" ? v : null);
+const isPlainObject = (v) => Boolean(v) && typeof v === "object" && !Array.isArray(v);
+
+/** A whole number >= min, or `fallback` for anything else (NaN, 1.5, "3", -1, ...). */
+function intAtLeast(value, min, fallback) {
+  return Number.isInteger(value) && value >= min ? value : fallback;
+}
 
 export function isLive(status) {
   return LIVE_STATUSES.includes(status);
@@ -91,7 +113,7 @@ export function statusLabel(status) {
 }
 
 // ---------------------------------------------------------------------------
-// Rows store
+// Rows
 // ---------------------------------------------------------------------------
 
 /**
@@ -100,7 +122,7 @@ export function statusLabel(status) {
  * single bad field does not drop the whole row.
  */
 export function normalizeRow(raw) {
-  if (!raw || typeof raw !== "object" || Array.isArray(raw)) return null;
+  if (!isPlainObject(raw)) return null;
   const runId = raw.run_id;
   if (typeof runId !== "string" || runId === "") return null;
   const parent = nonEmptyStringOrNull(raw.parent_run_id);
@@ -117,203 +139,225 @@ export function normalizeRow(raw) {
     finished_at: finiteOrNull(raw.finished_at),
     error: stringOrNull(raw.error),
     traceback: stringOrNull(raw.traceback),
-    // A run listed as its own parent would vanish from the tree; treat it as top level.
+    // A run named as its own parent is corrupt data; show no parent.
     parent_run_id: parent === runId ? null : parent,
   };
 }
 
+// ---------------------------------------------------------------------------
+// Page state: what the kernel last told us to show
+// ---------------------------------------------------------------------------
+
+/** The state before any page message: nothing to show, one empty page. */
+export function createPageState() {
+  return {
+    rows: new Map(), // run_id -> row, only rows of the current page
+    order: [], // [{ id, depth, childCount, expanded }] in display order
+    counts: {}, // status -> number of runs, over ALL runs
+    total: 0,
+    matching: 0,
+    liveMatching: 0,
+    page: 0,
+    pageCount: 1,
+    pageSize: PAGE_SIZE,
+    facets: { sessions: [], tags: [] },
+    offset: 0, // server clock - browser clock, seconds
+  };
+}
+
 /**
- * Apply a Python "rows" message to a Map(run_id -> row); mutates and returns it.
- * Anything that is not a well-formed rows message is ignored.
- *
- * Upserts are applied before removals, so an id present in both ends up
- * removed (the safer reading of a coalesced "changed, then deleted").
- *
- * onChange(runId, before, after) is optional and lets the view learn what
- * changed without diffing the whole Map; before/after are undefined for
- * added/removed rows. It is not called for a reset (the caller re-renders).
+ * Validate `order`: entries [run_id, depth, child_count, expanded]. Items that
+ * are not arrays or lack a string id are dropped; so are repeated ids (a run
+ * has one <tr>, so it can only be in one place). Bad numbers become 0.
  */
-export function applyRowsMessage(rowsMap, msg, onChange) {
-  if (!msg || typeof msg !== "object" || msg.type !== "rows") return rowsMap;
-  const upsert = Array.isArray(msg.upsert) ? msg.upsert : [];
-  const remove = Array.isArray(msg.remove) ? msg.remove : [];
-  const notify = msg.reset === true ? null : onChange;
-  if (msg.reset === true) rowsMap.clear();
-  for (const raw of upsert) {
+function normalizeOrder(raw) {
+  const out = [];
+  const seen = new Set();
+  for (const item of raw) {
+    if (!Array.isArray(item)) continue;
+    const [id, depth, childCount, expanded] = item;
+    if (typeof id !== "string" || id === "" || seen.has(id)) continue;
+    seen.add(id);
+    const kids = intAtLeast(childCount, 0, 0);
+    // Only a parent can be open, and only when the kernel says so explicitly.
+    const open = kids > 0 && expanded === true;
+    out.push({ id, depth: intAtLeast(depth, 0, 0), childCount: kids, expanded: open });
+  }
+  return out;
+}
+
+/** status -> count, keeping only positive whole numbers. */
+function normalizeCounts(raw) {
+  if (!isPlainObject(raw)) return {};
+  // fromEntries defines own properties, so a hostile "__proto__" key is inert.
+  return Object.fromEntries(Object.entries(raw).filter(([, n]) => intAtLeast(n, 1, 0) > 0));
+}
+
+/** Unique values in the kernel's order; `keepNull` lets null ("no session") through. */
+function uniqueValues(raw, keepNull) {
+  if (!Array.isArray(raw)) return [];
+  const ok = (v) => (typeof v === "string" && v !== "" && v !== NO_SESSION) || (keepNull && v === null);
+  return [...new Set(raw.filter(ok))];
+}
+
+function normalizeFacets(raw) {
+  const facets = isPlainObject(raw) ? raw : {};
+  return { sessions: uniqueValues(facets.sessions, true), tags: uniqueValues(facets.tags, false) };
+}
+
+const entryKey = (e) => `${e.id}\u0000${e.depth}\u0000${e.childCount}\u0000${e.expanded}`;
+
+function sameOrder(a, b) {
+  return a.length === b.length && a.every((e, i) => entryKey(e) === entryKey(b[i]));
+}
+
+/**
+ * Apply a kernel "page" message to `state` (from createPageState), in place.
+ *
+ * Rows in `upsert` replace cached rows; with `reset: true` the cache is
+ * emptied first. Afterwards the cache holds exactly the rows of `order`:
+ * rows that left the page are dropped, and order entries for which no row
+ * was ever sent are dropped too (there would be nothing to draw).
+ *
+ * Returns null when `msg` is not a usable page message (state untouched), or
+ * { changed, orderChanged, facetsChanged } so the view redraws only what it
+ * must: `changed` is the Set of ids whose row was (re)sent.
+ */
+export function applyPageMessage(state, msg, browserNowSeconds = Date.now() / 1000) {
+  if (!isPlainObject(msg) || msg.type !== "page" || !Array.isArray(msg.order)) return null;
+  if (msg.reset === true) state.rows.clear();
+  const changed = new Set();
+  const wanted = normalizeOrder(msg.order);
+  const onPage = new Set(wanted.map((e) => e.id));
+  for (const raw of Array.isArray(msg.upsert) ? msg.upsert : []) {
     const row = normalizeRow(raw);
-    if (!row) continue;
-    const before = rowsMap.get(row.run_id);
-    rowsMap.set(row.run_id, row);
-    if (notify) notify(row.run_id, before, row);
+    // A row not in `order` would be dropped below anyway; skip it now.
+    if (!row || !onPage.has(row.run_id)) continue;
+    state.rows.set(row.run_id, row);
+    changed.add(row.run_id);
   }
-  for (const id of remove) {
-    if (typeof id !== "string" || !rowsMap.has(id)) continue;
-    const before = rowsMap.get(id);
-    rowsMap.delete(id);
-    if (notify) notify(id, before, undefined);
+  const order = wanted.filter((e) => state.rows.has(e.id));
+  const kept = new Set(order.map((e) => e.id));
+  for (const id of state.rows.keys()) if (!kept.has(id)) state.rows.delete(id);
+
+  const orderChanged = !sameOrder(state.order, order);
+  const facets = normalizeFacets(msg.facets);
+  const facetsChanged = JSON.stringify(facets) !== JSON.stringify(state.facets);
+  Object.assign(state, {
+    order,
+    counts: normalizeCounts(msg.counts),
+    total: intAtLeast(msg.total, 0, 0),
+    matching: intAtLeast(msg.matching, 0, 0),
+    liveMatching: intAtLeast(msg.live_matching, 0, 0),
+    pageCount: intAtLeast(msg.page_count, 1, 1),
+    pageSize: intAtLeast(msg.page_size, 1, PAGE_SIZE),
+    facets,
+  });
+  state.page = Math.min(intAtLeast(msg.page, 0, 0), state.pageCount - 1);
+  // Keep the last offset when a message has no clock, rather than snapping to 0.
+  if (finiteOrNull(msg.server_time) !== null) {
+    state.offset = clockOffset(msg.server_time, browserNowSeconds);
   }
-  return rowsMap;
+  return { changed, orderChanged, facetsChanged };
 }
 
 // ---------------------------------------------------------------------------
-// Counting, filtering, ordering, paging
+// View state: what the user asked to see
 // ---------------------------------------------------------------------------
+//
+// A plain object { page, status, session, tag, search, expanded, collapsed }.
+// The helpers below return a new object and never mutate their input, so the
+// view can compare "before" and "after" cheaply.
 
-/** Count rows per status: { running: 3, failed: 1, ... } (only statuses present). */
-export function countByStatus(rows) {
-  const counts = {};
-  for (const row of rows) counts[row.status] = (counts[row.status] || 0) + 1;
-  return counts;
+/** What a fresh panel asks for: first page, no filters, no explicit toggles. */
+export function defaultView() {
+  return { page: 0, status: "all", session: "", tag: "", search: "", expanded: [], collapsed: [] };
 }
 
-/** "12 running · 30 pending · 3 failed · 45 total"; zero counts are left out. */
-export function summaryText(counts) {
-  const known = SUMMARY_ORDER.filter((s) => counts[s] > 0);
-  const extra = Object.keys(counts)
-    .filter((s) => !SUMMARY_ORDER.includes(s) && counts[s] > 0)
+const cleanSearch = (s) => toText(s).trim().slice(0, MAX_SEARCH_LENGTH);
+
+/**
+ * Apply filter values ({status?, session?, tag?, search?}). Any real change
+ * sends the user back to page 0 (their old page number means nothing in the
+ * new result); no change returns `view` itself, so callers can skip a send.
+ * Search is compared trimmed: a trailing space alone is not a new search.
+ */
+export function withFilters(view, filters) {
+  const next = { ...view };
+  for (const name of ["status", "session", "tag"]) if (name in filters) next[name] = filters[name];
+  if ("search" in filters) next.search = cleanSearch(filters.search);
+  const same = ["status", "session", "tag", "search"].every((k) => next[k] === view[k]);
+  return same ? view : { ...next, page: 0 };
+}
+
+/** Ask for another page (filters unchanged). */
+export function withPage(view, page) {
+  return { ...view, page: intAtLeast(page, 0, 0) };
+}
+
+/**
+ * Record that the user opened (`expand` true) or closed a parent. The kernel
+ * decides the default for parents not listed, so an explicit choice is kept
+ * in exactly one of the two lists.
+ */
+export function withToggle(view, runId, expand) {
+  const without = (list) => list.filter((id) => id !== runId);
+  return {
+    ...view,
+    expanded: expand ? [...without(view.expanded), runId] : without(view.expanded),
+    collapsed: expand ? without(view.collapsed) : [...without(view.collapsed), runId],
+  };
+}
+
+/** Unique non-empty string ids from `v` ([] for a non-array). */
+function idList(v) {
+  return Array.isArray(v) ? [...new Set(v.filter((id) => typeof id === "string" && id))] : [];
+}
+
+/** The "view" message for `view`; missing or malformed fields get the defaults. */
+export function viewMessage(view = {}) {
+  const v = isPlainObject(view) ? view : {};
+  return {
+    type: "view",
+    page: intAtLeast(v.page, 0, 0),
+    status: typeof v.status === "string" && v.status ? v.status : "all",
+    // "" means every session, null means runs without one: keep them apart.
+    session: v.session === null ? null : typeof v.session === "string" ? v.session : "",
+    tag: typeof v.tag === "string" ? v.tag : "",
+    search: cleanSearch(v.search),
+    expanded: idList(v.expanded),
+    collapsed: idList(v.collapsed),
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Header and pager texts
+// ---------------------------------------------------------------------------
+
+/**
+ * "12 running · 30 pending · 3 failed · 45 total"; zero counts are left out.
+ * `total` comes from the kernel; when it is missing the counts are summed.
+ */
+export function summaryText(counts, total) {
+  const c = isPlainObject(counts) ? counts : {};
+  const n = (s) => intAtLeast(c[s], 1, 0);
+  const known = SUMMARY_ORDER.filter((s) => n(s) > 0);
+  const extra = Object.keys(c)
+    .filter((s) => !SUMMARY_ORDER.includes(s) && n(s) > 0)
     .sort();
-  const parts = [...known, ...extra].map((s) => `${counts[s]} ${statusLabel(s)}`);
-  const total = Object.values(counts).reduce((a, b) => a + b, 0);
-  if (total === 0) return "no runs";
-  parts.push(`${total} total`);
+  const shown = [...known, ...extra];
+  const parts = shown.map((s) => `${n(s)} ${statusLabel(s)}`);
+  const all = intAtLeast(total, 0, shown.reduce((sum, s) => sum + n(s), 0));
+  if (all === 0 && parts.length === 0) return "no runs";
+  parts.push(`${all} total`);
   return parts.join(" · ");
 }
 
-/** Text the search box matches against, lower-cased once per row per search. */
-function searchHaystack(row) {
-  return [row.run_id, row.graph_id, row.session_id || "", ...row.tags, row.error || ""]
-    .join("\n")
-    .toLowerCase();
-}
-
-/**
- * Build a predicate for the filter controls. Empty / "all" values mean "no
- * filter". status "live" means any LIVE_STATUSES; session NO_SESSION means
- * rows with a null session.
- */
-export function makeRowPredicate(filters = {}) {
-  const status = filters.status || "all";
-  const session = filters.session || "";
-  const tag = filters.tag || "";
-  const needle = toText(filters.search).trim().toLowerCase();
-  return (row) => {
-    if (status === "live" ? !isLive(row.status) : status !== "all" && row.status !== status) {
-      return false;
-    }
-    if (session === NO_SESSION ? row.session_id !== null : session && row.session_id !== session) {
-      return false;
-    }
-    if (tag && !row.tags.includes(tag)) return false;
-    return !needle || searchHaystack(row).includes(needle);
-  };
-}
-
-/** Rows (any iterable) that pass the filters, as an array. */
-export function filterRows(rows, filters) {
-  const keep = makeRowPredicate(filters);
-  const out = [];
-  for (const row of rows) if (keep(row)) out.push(row);
-  return out;
-}
-
-/**
- * Ids of rows a "Cancel all visible" click should cancel: rows that pass the
- * filters (on any page, collapsed or not) and can still be cancelled. Rows
- * already in cancellation_requested are left out: asking again is a no-op.
- */
-export function visibleLiveRunIds(rows, filters) {
-  const keep = makeRowPredicate(filters);
-  const ids = [];
-  for (const row of rows) if (isCancellable(row.status) && keep(row)) ids.push(row.run_id);
-  return ids;
-}
-
-// Missing timestamps sort as oldest.
-const createdKey = (row) => (row.created_at === null ? -Infinity : row.created_at);
-const compareIds = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
-
-/** Newest first; ties broken by run_id, descending to match (time-ordered ids). */
-export function compareNewestFirst(a, b) {
-  return createdKey(b) - createdKey(a) || compareIds(b.run_id, a.run_id);
-}
-
-/** Oldest first, used for siblings so children read in the order they were spawned. */
-function compareOldestFirst(a, b) {
-  return createdKey(a) - createdKey(b) || compareIds(a.run_id, b.run_id);
-}
-
-/**
- * Order rows for display: top-level rows newest first, each followed by its
- * descendants (depth-first, siblings oldest first). A row whose parent is not
- * among `rows` is top level. Descendants of a run id in `collapsed` are left
- * out; the parent entry still reports its childCount so it can show a toggle.
- *
- * Returns [{ row, depth, childCount, collapsed }].
- */
-export function orderRows(rows, collapsed = new Set()) {
-  const list = Array.from(rows);
-  const byId = new Map(list.map((row) => [row.run_id, row]));
-  const children = new Map();
-  const roots = [];
-  for (const row of list) {
-    const parent = row.parent_run_id;
-    if (parent !== null && parent !== row.run_id && byId.has(parent)) {
-      if (!children.has(parent)) children.set(parent, []);
-      children.get(parent).push(row);
-    } else {
-      roots.push(row);
-    }
-  }
-  for (const kids of children.values()) kids.sort(compareOldestFirst);
-  roots.sort(compareNewestFirst);
-
-  const out = [];
-  const seen = new Set();
-  const visit = (root) => {
-    // Explicit stack: a long parent chain must not overflow the call stack.
-    // Descendants of a collapsed row are still walked (marked seen, hidden)
-    // so the cycle fallback below does not mistake them for lost rows.
-    const stack = [[root, 0, false]];
-    while (stack.length) {
-      const [row, depth, hidden] = stack.pop();
-      if (seen.has(row.run_id)) continue;
-      seen.add(row.run_id);
-      const kids = children.get(row.run_id) || [];
-      const isCollapsed = kids.length > 0 && collapsed.has(row.run_id);
-      if (!hidden) out.push({ row, depth, childCount: kids.length, collapsed: isCollapsed });
-      const hideKids = hidden || isCollapsed;
-      for (let i = kids.length - 1; i >= 0; i--) stack.push([kids[i], depth + 1, hideKids]);
-    }
-  };
-  roots.forEach(visit);
-  // Rows caught in a parent cycle (a -> b -> a) are reachable from no root;
-  // show them as top level instead of dropping them.
-  if (seen.size < list.length) {
-    list.filter((row) => !seen.has(row.run_id)).sort(compareNewestFirst).forEach(visit);
-  }
-  return out;
-}
-
-/**
- * Page through items where pageSize counts top-level items only: an item with
- * depth > 0 stays on the page of the top-level item before it. Plain items
- * (no depth) page normally. `page` is 0-based and clamped into range.
- *
- * Returns { items, page, pageCount, topLevelCount }.
- */
-export function paginate(items, page, pageSize = PAGE_SIZE) {
-  const starts = [];
-  items.forEach((item, i) => {
-    if (i === 0 || !(item && item.depth > 0)) starts.push(i);
-  });
-  const size = Math.max(1, Math.floor(pageSize) || 1);
-  const pageCount = Math.max(1, Math.ceil(starts.length / size));
-  const wanted = Number.isFinite(page) ? Math.floor(page) : 0;
-  const current = Math.min(Math.max(0, wanted), pageCount - 1);
-  const from = starts.length ? starts[current * size] : 0;
-  const nextStart = starts[(current + 1) * size];
-  const to = nextStart === undefined ? items.length : nextStart;
-  return { items: items.slice(from, to), page: current, pageCount, topLevelCount: starts.length };
+/** "page 2 of 5" for the 0-based `page`, kept inside 1..pageCount. */
+export function pagerText(page, pageCount) {
+  const count = intAtLeast(pageCount, 1, 1);
+  const current = Math.min(intAtLeast(page, 0, 0), count - 1);
+  return `page ${current + 1} of ${count}`;
 }
 
 // ---------------------------------------------------------------------------
@@ -514,6 +558,7 @@ function buildSkeleton(make) {
   search.setAttribute("type", "search");
   search.setAttribute("placeholder", "Search id, graph, session, tag, error");
   search.setAttribute("aria-label", "Search runs");
+  search.setAttribute("maxlength", String(MAX_SEARCH_LENGTH));
   const cancelVisible = make("button", "ag-cancel-visible", "Cancel all visible");
   cancelVisible.setAttribute("type", "button");
   cancelVisible.disabled = true;
@@ -585,19 +630,20 @@ function patch(view, key, value, apply) {
 }
 
 function updateRowView(make, view, entry, now, cancelRequested) {
-  const { row, depth, childCount, collapsed } = entry;
+  const { row, depth, childCount, expanded } = entry;
   view.entry = entry;
   const text = cellTexts(row, now);
 
-  patch(view, "layout", `${depth}|${childCount}|${collapsed}`, () => {
+  // Depth, child count and open/closed all come from the kernel's `order`.
+  patch(view, "layout", `${depth}|${childCount}|${expanded}`, () => {
     view.tr.classList.toggle("ag-child", depth > 0);
     view.cells.id.style.paddingLeft = `${0.4 + Math.min(depth, 8) * 1.2}em`;
     view.marker.hidden = depth === 0;
     view.toggle.hidden = childCount === 0;
-    view.toggle.textContent = collapsed ? "▸" : "▾";
-    view.toggle.setAttribute("aria-expanded", String(!collapsed));
+    view.toggle.textContent = expanded ? "▾" : "▸";
+    view.toggle.setAttribute("aria-expanded", String(expanded));
     const noun = childCount === 1 ? "child run" : "child runs";
-    view.toggle.setAttribute("title", `${collapsed ? "Show" : "Hide"} ${childCount} ${noun}`);
+    view.toggle.setAttribute("title", `${expanded ? "Hide" : "Show"} ${childCount} ${noun}`);
   });
   patch(view, "id", text.run_id, (v) => (view.idText.textContent = v));
   patch(view, "graph", text.graph_id, (v) => (view.cells.graph.textContent = v));
@@ -679,46 +725,30 @@ function scheduleFrame(fn) {
   return () => clearTimeout(id);
 }
 
-function filtersActive(filters) {
-  return filters.status !== "all" || Boolean(filters.session || filters.tag || filters.search.trim());
-}
-
-/** Does a change to this row possibly change which rows show, or in what order? */
-function changesLayout(before, after, filtering) {
-  if (!before || !after) return true; // added or removed
-  if (before.created_at !== after.created_at || before.parent_run_id !== after.parent_run_id) {
-    return true;
-  }
-  // With a filter on, any field may move the row in or out of the result.
-  return filtering;
-}
-
-function changesOptions(before, after) {
-  if (!before || !after) return true;
-  return before.session_id !== after.session_id || before.tags.join("\0") !== after.tags.join("\0");
-}
+// A <select> holds strings only; the view's `session: null` ("runs without a
+// session") travels through it as NO_SESSION.
+const sessionToSelect = (session) => (session === null ? NO_SESSION : session);
+const sessionFromSelect = (value) => (value === NO_SESSION ? null : value);
 
 function createView(model, el) {
   const doc = el.ownerDocument || globalThis.document;
   const make = elementMaker(doc);
   const ui = buildSkeleton(make);
 
-  const rows = new Map();
-  const filters = { status: "all", session: "", tag: "", search: "" };
-  const collapsed = new Set();
+  const state = createPageState(); // what the kernel told us to show
+  let viewState = defaultView(); // what the user asked for
   const cancelSentAt = new Map(); // run_id -> Date.now() of our cancel request
   const views = new Map(); // run_id -> row view, only for rows in the tbody
   const dirty = { structure: true, options: true, header: true, ids: new Set() };
-  let page = 0;
-  let offset = 0; // server clock - browser clock, seconds
   let optionsKey = "";
   let cancelFrame = null;
   let held = false;
   let holdTimer = null;
   let noticeTimer = null;
+  let searchTimer = null;
   let destroyed = false;
 
-  const serverNow = () => Date.now() / 1000 + offset;
+  const serverNow = () => Date.now() / 1000 + state.offset;
 
   function schedule() {
     if (cancelFrame || destroyed) return;
@@ -748,35 +778,34 @@ function createView(model, el) {
   function updateHeader() {
     dirty.header = false;
     setText(ui.title, toText(model.get("title")) || "Agent runs");
-    setText(ui.counts, summaryText(countByStatus(rows.values())));
-    const n = visibleLiveRunIds(rows.values(), filters).length;
+    setText(ui.counts, summaryText(state.counts, state.total));
+    const n = state.liveMatching;
     ui.cancelVisible.disabled = n === 0;
     setText(ui.cancelVisible, n ? `Cancel all visible (${n})` : "Cancel all visible");
+    // The empty line's text follows `total` even when the (empty) order stays empty.
+    setText(ui.empty, state.total === 0 ? EMPTY_TEXT : NO_MATCH_TEXT);
+    setText(ui.pageInfo, pagerText(state.page, state.pageCount));
+    ui.prev.disabled = state.page === 0;
+    ui.next.disabled = state.page >= state.pageCount - 1;
   }
 
-  /** Rebuild the session/tag <option>s, only when the set of values changed. */
+  /** Rebuild the session/tag <option>s, only when the lists changed. */
   function updateOptions() {
     dirty.options = false;
-    const sessions = new Set();
-    const tags = new Set();
-    let anyWithoutSession = false;
-    for (const row of rows.values()) {
-      if (row.session_id === null) anyWithoutSession = true;
-      else sessions.add(row.session_id);
-      for (const t of row.tags) tags.add(t);
-    }
-    // Keep the selected value listed even after its last row disappears, so
-    // the filter never changes under the user's feet.
-    if (filters.session && filters.session !== NO_SESSION) sessions.add(filters.session);
-    if (filters.tag) tags.add(filters.tag);
-    if (filters.session === NO_SESSION) anyWithoutSession = true;
-    const sessionList = [...sessions].sort();
-    const tagList = [...tags].sort();
-    const key = JSON.stringify([sessionList, tagList, anyWithoutSession]);
+    const sessions = state.facets.sessions.filter((s) => s !== null);
+    let withNone = state.facets.sessions.includes(null);
+    const tags = [...state.facets.tags];
+    // Keep the user's choice listed even after its last run is gone, so the
+    // filter never changes under their feet.
+    const chosen = viewState.session;
+    if (chosen === null) withNone = true;
+    else if (chosen && !sessions.includes(chosen)) sessions.push(chosen);
+    if (viewState.tag && !tags.includes(viewState.tag)) tags.push(viewState.tag);
+    const key = JSON.stringify([sessions, withNone, tags]);
     if (key === optionsKey) return;
     optionsKey = key;
-    fillSelect(ui.session, "all sessions", sessionList, filters.session, anyWithoutSession);
-    fillSelect(ui.tag, "all tags", tagList, filters.tag, false);
+    fillSelect(ui.session, "all sessions", sessions, sessionToSelect(viewState.session), withNone);
+    fillSelect(ui.tag, "all tags", tags, viewState.tag, false);
   }
 
   function fillSelect(select, allLabel, values, selected, withNone) {
@@ -787,13 +816,10 @@ function createView(model, el) {
     select.value = selected;
   }
 
-  /** Show the current page, reusing the <tr> of every run already on screen. */
+  /** Show `state.order`, reusing the <tr> of every run already on screen. */
   function renderPage(now) {
     dirty.structure = false;
-    const ordered = orderRows(filterRows(rows.values(), filters), collapsed);
-    const result = paginate(ordered, page, PAGE_SIZE);
-    page = result.page;
-    const onPage = new Set(result.items.map((e) => e.row.run_id));
+    const onPage = new Set(state.order.map((e) => e.id));
     // Remove leavers first so rows that stay are not moved around needlessly.
     for (const [id, view] of views) {
       if (!onPage.has(id)) {
@@ -802,29 +828,25 @@ function createView(model, el) {
       }
     }
     let cursor = ui.tbody.firstChild;
-    for (const entry of result.items) {
-      const id = entry.row.run_id;
-      let view = views.get(id);
+    for (const entry of state.order) {
+      let view = views.get(entry.id);
       if (!view) {
-        view = createRowView(make, id);
-        views.set(id, view);
+        view = createRowView(make, entry.id);
+        views.set(entry.id, view);
       }
       if (cursor === view.tr) cursor = cursor.nextSibling;
       else ui.tbody.insertBefore(view.tr, cursor);
-      updateRowView(make, view, entry, now, cancelRequested(id));
+      const row = state.rows.get(entry.id);
+      updateRowView(make, view, { ...entry, row }, now, cancelRequested(entry.id));
     }
-    ui.empty.hidden = result.items.length > 0;
-    setText(ui.empty, rows.size === 0 ? EMPTY_TEXT : NO_MATCH_TEXT);
-    setText(ui.pageInfo, `page ${result.page + 1} of ${result.pageCount}`);
-    ui.prev.disabled = result.page === 0;
-    ui.next.disabled = result.page >= result.pageCount - 1;
+    ui.empty.hidden = state.order.length > 0;
   }
 
   /** Update cells of rows already on the page; never adds, removes or moves rows. */
   function patchRows(ids, now) {
     for (const id of ids) {
       const view = views.get(id);
-      const row = rows.get(id);
+      const row = state.rows.get(id);
       if (view && row) updateRowView(make, view, { ...view.entry, row }, now, cancelRequested(id));
     }
   }
@@ -842,24 +864,18 @@ function createView(model, el) {
 
   // ---- messages from Python --------------------------------------------
 
-  function onRows(msg) {
-    if (typeof msg.server_time === "number") offset = clockOffset(msg.server_time, Date.now() / 1000);
-    const filtering = filtersActive(filters);
-    applyRowsMessage(rows, msg, (id, before, after) => {
-      dirty.ids.add(id);
-      if (changesLayout(before, after, filtering)) dirty.structure = true;
-      if (changesOptions(before, after)) dirty.options = true;
-      if (!after || !isCancellable(after.status)) cancelSentAt.delete(id);
-    });
-    if (msg.reset === true) {
-      // No per-row callbacks for a reset: redo everything, and forget local
-      // cancel requests for runs that are gone or no longer cancellable.
-      dirty.structure = true;
-      dirty.options = true;
-      for (const id of cancelSentAt.keys()) {
-        if (!isCancellable(rows.get(id)?.status)) cancelSentAt.delete(id);
-      }
-    }
+  function onPage(msg) {
+    const change = applyPageMessage(state, msg, Date.now() / 1000);
+    if (!change) return;
+    // The next view message describes the page the user is looking at (the
+    // kernel may have moved it, e.g. back after runs disappeared).
+    viewState = withPage(viewState, state.page);
+    // Local "Cancelling…" marks need no clean-up here: a run that can no
+    // longer be cancelled shows the kernel's state anyway (cancelMode), and
+    // tick() forgets every mark after CANCEL_PENDING_MS.
+    for (const id of change.changed) dirty.ids.add(id);
+    if (change.orderChanged) dirty.structure = true;
+    if (change.facetsChanged) dirty.options = true;
     dirty.header = true;
     schedule();
   }
@@ -873,8 +889,8 @@ function createView(model, el) {
   }
 
   function onMessage(content) {
-    if (!content || typeof content !== "object" || destroyed) return;
-    if (content.type === "rows") onRows(content);
+    if (!isPlainObject(content) || destroyed) return;
+    if (content.type === "page") onPage(content);
     else if (content.type === "notice") showNotice(content);
   }
 
@@ -885,12 +901,36 @@ function createView(model, el) {
 
   // ---- user input -------------------------------------------------------
 
-  function setFilter(name, value) {
-    filters[name] = value;
-    page = 0;
-    dirty.structure = true;
-    dirty.header = true; // the "Cancel all visible" count depends on filters
+  /** Record the new view and ask the kernel for it; its answer redraws the table. */
+  function sendView(next) {
+    viewState = next;
+    model.send(viewMessage(viewState));
+  }
+
+  function onFilterChange() {
+    // Any pending search text goes out with this message.
+    clearTimeout(searchTimer);
+    searchTimer = null;
+    const next = withFilters(viewState, {
+      status: ui.status.value,
+      session: sessionFromSelect(ui.session.value),
+      tag: ui.tag.value,
+      search: ui.search.value,
+    });
+    if (next === viewState) return; // e.g. a search typed and erased again
+    sendView(next);
+    dirty.options = true; // a kept, now unselected, vanished option can go
     schedule();
+  }
+
+  function onSearchInput() {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(onFilterChange, SEARCH_DEBOUNCE_MS);
+  }
+
+  function turnPage(delta) {
+    const target = state.page + delta;
+    if (target >= 0 && target < state.pageCount) sendView(withPage(viewState, target));
   }
 
   function requestCancel(ids) {
@@ -906,24 +946,25 @@ function createView(model, el) {
     const button = event.target && event.target.closest ? event.target.closest("button") : null;
     const tr = button ? button.closest("tr") : null;
     const id = tr ? tr.getAttribute("data-run-id") : null;
-    if (id !== null && !button.disabled) {
+    const view = id === null ? undefined : views.get(id);
+    if (view && !button.disabled) {
       if (button.classList.contains("ag-cancel")) {
         model.send({ type: "cancel", run_id: id });
         requestCancel([id]);
       } else if (button.classList.contains("ag-toggle")) {
-        if (collapsed.has(id)) collapsed.delete(id);
-        else collapsed.add(id);
-        dirty.structure = true;
+        sendView(withToggle(viewState, id, !view.entry.expanded));
       }
     }
     releaseHold();
   }
 
   function onCancelVisible() {
-    const ids = visibleLiveRunIds(rows.values(), filters);
-    if (ids.length === 0) return;
-    model.send({ type: "cancel_many", run_ids: ids });
-    requestCancel(ids);
+    if (state.liveMatching === 0) return;
+    model.send({ type: "cancel_matching" });
+    // Every row in `order` matches the filters, so the kernel is cancelling
+    // the live ones on this page too: show that now rather than after a round trip.
+    const shown = state.order.map((e) => e.id);
+    requestCancel(shown.filter((id) => isCancellable(state.rows.get(id)?.status)));
   }
 
   function holdRows() {
@@ -939,17 +980,11 @@ function createView(model, el) {
     schedule();
   }
 
-  function turnPage(delta) {
-    page += delta;
-    dirty.structure = true;
-    schedule();
-  }
-
   const listeners = [
-    [ui.status, "change", () => setFilter("status", ui.status.value)],
-    [ui.session, "change", () => setFilter("session", ui.session.value)],
-    [ui.tag, "change", () => setFilter("tag", ui.tag.value)],
-    [ui.search, "input", () => setFilter("search", ui.search.value)],
+    [ui.status, "change", onFilterChange],
+    [ui.session, "change", onFilterChange],
+    [ui.tag, "change", onFilterChange],
+    [ui.search, "input", onSearchInput],
     [ui.cancelVisible, "click", onCancelVisible],
     [ui.prev, "click", () => turnPage(-1)],
     [ui.next, "click", () => turnPage(1)],
@@ -958,12 +993,15 @@ function createView(model, el) {
   ];
   for (const [node, type, fn] of listeners) node.addEventListener(type, fn);
 
+  ui.status.value = viewState.status;
+  ui.search.value = viewState.search;
   el.appendChild(ui.root);
   model.on("msg:custom", onMessage);
   model.on("change:title", onTitle);
   const interval = setInterval(tick, 1000);
   flush();
-  // Every view says hello, so a page reload (a new view) gets a full reset.
+  // Every view says hello; the kernel answers with a reset page, so a page
+  // reload (a new view with an empty cache) starts from a full page.
   model.send({ type: "hello" });
 
   return function destroy() {
@@ -976,6 +1014,7 @@ function createView(model, el) {
     clearInterval(interval);
     clearTimeout(noticeTimer);
     clearTimeout(holdTimer);
+    clearTimeout(searchTimer);
     if (cancelFrame) cancelFrame();
     if (ui.root.parentNode) ui.root.parentNode.removeChild(ui.root);
   };

@@ -14,7 +14,7 @@ import pytest
 from comm.base_comm import BaseComm
 
 from ag_jupyter.runtime import GraphRegistry, RunManager, RunStatus, graph_fn
-from ag_jupyter.widgets.run_panel import RunPanel, record_to_row
+from ag_jupyter.widgets.run_panel import PAGE_SIZE, RunPanel, record_to_row
 
 
 class RecordingComm(BaseComm):
@@ -50,19 +50,27 @@ def registry():
     return reg
 
 
-def rows_seen(panel: RunPanel) -> dict[str, dict]:
-    """Replay the panel's messages the way the front end merges them."""
+def page_state(panel: RunPanel, comm_=None) -> dict:
+    """Replay the panel's page messages the way the front end applies them."""
     rows: dict[str, dict] = {}
-    for msg in panel.comm.sent:
-        if msg["type"] != "rows":
+    last: dict = {}
+    for msg in (comm_ or panel.comm).sent:
+        if msg["type"] != "page":
             continue
         if msg["reset"]:
             rows = {}
         for row in msg["upsert"]:
             rows[row["run_id"]] = row
-        for run_id in msg["remove"]:
-            rows.pop(run_id, None)
-    return rows
+        order = [entry[0] for entry in msg["order"]]
+        rows = {run_id: rows[run_id] for run_id in order}  # every shown row was sent
+        last = msg
+    return {"rows": rows, "order": [e for e in last.get("order", [])], **{
+        k: last.get(k) for k in ("counts", "total", "matching", "live_matching", "page",
+                                 "page_count", "facets")}}
+
+
+def rows_seen(panel: RunPanel) -> dict[str, dict]:
+    return page_state(panel)["rows"]
 
 
 def notices(panel: RunPanel) -> list[str]:
@@ -95,14 +103,16 @@ async def test_panel_rows_follow_runs_through_their_lives(registry):
     panel.close()
 
 
-async def test_hello_gets_a_full_snapshot(registry):
+async def test_hello_gets_a_full_page(registry):
     manager = RunManager(registry=registry)
     done = await manager.run_and_wait("p_sleep", inputs={})
     panel = RunPanel(manager, refresh_s=0.02)
     panel.handle_message({"type": "hello"})
     reset = panel.comm.sent[-1]
-    assert reset["type"] == "rows" and reset["reset"] is True
+    assert reset["type"] == "page" and reset["reset"] is True
     assert [r["run_id"] for r in reset["upsert"]] == [done[0].run_id]
+    assert reset["order"] == [[done[0].run_id, 0, 0, False]]
+    assert reset["counts"] == {"succeeded": 1} and reset["total"] == 1
     assert isinstance(reset["server_time"], float)
     panel.close()
 
@@ -122,32 +132,43 @@ async def test_frontend_cancel_message_cancels_the_run(registry):
     panel.close()
 
 
-async def test_cancel_many_and_bad_messages_are_refused_clearly(registry):
+async def test_cancel_matching_and_bad_messages_are_refused_clearly(registry):
     manager = RunManager(registry=registry)
     panel = RunPanel(manager, refresh_s=0.02)
-    a = await manager.submit_run("p_sleep", inputs={"seconds": 30})
-    b = await manager.submit_run("p_sleep", inputs={"seconds": 30})
+    a = await manager.submit_run("p_sleep", inputs={"seconds": 30}, tags=["x"])
+    b = await manager.submit_run("p_sleep", inputs={"seconds": 30}, tags=["x"])
+    other = await manager.submit_run("p_sleep", inputs={"seconds": 30}, tags=["y"])
     panel.handle_message({"type": "delete_everything"})
     panel.handle_message("not a dict")
     panel.handle_message({"type": "cancel", "run_id": "no-such-run"})
     panel.handle_message({"type": "cancel", "run_id": {"evil": 1}})
     panel.handle_message({"type": "cancel_many", "run_ids": "nope"})
+    panel.handle_message({"type": "view", "page": -1})
+    panel.handle_message({"type": "view", "status": "exploded"})
+    panel.handle_message({"type": "view", "expanded": "all"})
     texts = notices(panel)
     assert any("unknown panel action 'delete_everything'" in t for t in texts)
     assert any("no run with id 'no-such-run'" in t for t in texts)
     assert any("invalid run id" in t for t in texts)
     assert any("cancel_many needs a list" in t for t in texts)
-    assert not manager.find_record(a.run_id).status.is_terminal  # nothing was touched
-    assert not manager.is_cancel_requested(a.run_id)
-    panel.handle_message({"type": "cancel_many", "run_ids": [a.run_id, b.run_id]})
+    assert any("view.page must be an int >= 0" in t for t in texts)
+    assert any("unknown status 'exploded'" in t for t in texts)
+    assert any("view.expanded must be a list" in t for t in texts)
+    assert not any(manager.is_cancel_requested(r.run_id) for r in (a, b, other))
+    # "Cancel all visible" cancels the live runs matching the view, on every page
+    panel.handle_message({"type": "view", "tag": "x"})
+    assert page_state(panel)["live_matching"] == 2
+    panel.handle_message({"type": "cancel_matching"})
     records = [await manager.wait_run(r.run_id, timeout_s=5) for r in (a, b)]
     assert {r.status for r in records} == {RunStatus.canceled}
+    assert not manager.find_record(other.run_id).status.is_terminal
     panel.handle_message({"type": "cancel", "run_id": a.run_id})
     assert "already canceled" in notices(panel)[-1]
+    await manager.cancel_run(other.run_id)
     panel.close()
 
 
-async def test_updates_are_coalesced_under_a_thousand_concurrent_runs(registry):
+async def test_updates_are_coalesced_and_small_under_a_thousand_concurrent_runs(registry):
     manager = RunManager(registry=registry, max_concurrency=1000)
     refresh_s = 0.1
     panel = RunPanel(manager, refresh_s=refresh_s)
@@ -160,19 +181,90 @@ async def test_updates_are_coalesced_under_a_thousand_concurrent_runs(registry):
         await manager.wait_run(record.run_id)
     await settle(panel)
     elapsed = time.monotonic() - start
-    row_messages = [m for m in panel.comm.sent if m["type"] == "rows"]
+    pages = [m for m in panel.comm.sent if m["type"] == "page"]
     # at most one message per refresh period (plus the one that opens a period)
-    assert len(row_messages) <= elapsed / refresh_s + 2, (len(row_messages), elapsed)
-    # ~4,000 record changes travelled in those few messages, none lost
-    rows = rows_seen(panel)
-    assert len(rows) == 1000
-    assert {r["status"] for r in rows.values()} == {"succeeded"}
-    # and each message carried only rows that changed since the previous one
-    assert max(len(m["upsert"]) for m in row_messages) <= 1000
+    assert len(pages) <= elapsed / refresh_s + 2, (len(pages), elapsed)
+    # each carries at most one page of rows, never the whole run table
+    assert max(len(m["upsert"]) for m in pages) <= PAGE_SIZE
+    state = page_state(panel)
+    assert state["counts"] == {"succeeded": 1000} and state["total"] == 1000
+    assert state["page_count"] == 1000 // PAGE_SIZE
+    newest = [r.run_id for r in records[::-1][:PAGE_SIZE]]
+    assert [e[0] for e in state["order"]] == newest
+    assert {r["status"] for r in state["rows"].values()} == {"succeeded"}
     panel.close()
 
 
-async def test_status_filter_removes_rows_that_leave_it(registry):
+async def test_quiet_panel_sends_nothing(registry):
+    manager = RunManager(registry=registry)
+    panel = RunPanel(manager, refresh_s=0.02)
+    await manager.run_and_wait("p_sleep", inputs={})
+    await settle(panel)
+    sent = len(panel.comm.sent)
+    await settle(panel)
+    panel._dirty = True  # a flush with nothing new to show stays silent
+    panel._flush()
+    assert len(panel.comm.sent) == sent
+    panel.close()
+
+
+async def test_views_filter_search_and_page_in_the_kernel(registry):
+    manager = RunManager(registry=registry)
+    for i in range(120):
+        await manager.run_and_wait(
+            "p_sleep", inputs={}, session_id=f"s{i % 2}", tags=["even" if i % 2 == 0 else "odd"]
+        )
+    failed = await manager.run_and_wait("p_fail", inputs={}, session_id="s9")
+    panel = RunPanel(manager, refresh_s=0.02)
+    panel.handle_message({"type": "hello"})
+    state = page_state(panel)
+    assert state["total"] == 121 and state["page_count"] == 3 and len(state["order"]) == 50
+    assert state["facets"] == {"sessions": ["s0", "s1", "s9"], "tags": ["even", "odd"]}
+    panel.handle_message({"type": "view", "page": 2})
+    assert page_state(panel)["page"] == 2 and len(page_state(panel)["order"]) == 21
+    panel.handle_message({"type": "view", "page": 99})  # clamped to the last page
+    assert page_state(panel)["page"] == 2
+    panel.handle_message({"type": "view", "session": "s1", "tag": "odd"})
+    state = page_state(panel)
+    assert state["matching"] == 60
+    assert {r["session_id"] for r in state["rows"].values()} == {"s1"}
+    panel.handle_message({"type": "view", "status": "failed"})
+    assert list(page_state(panel)["rows"]) == [failed[0].run_id]
+    panel.handle_message({"type": "view", "search": "BAD <B>"})  # error text, any case
+    assert list(page_state(panel)["rows"]) == [failed[0].run_id]
+    panel.handle_message({"type": "view", "status": "live"})
+    assert page_state(panel)["matching"] == 0 and page_state(panel)["total"] == 121
+    panel.close()
+
+
+async def test_children_are_listed_under_their_parent_and_collapse(registry):
+    @graph_fn("p_parent", registry=registry)
+    async def p_parent(n: int, context):
+        ids = [await context.runner().spawn_run("p_sleep", inputs={}) for _ in range(n)]
+        for child in ids:
+            await context.runner().wait_run(child)
+        return n
+
+    manager = RunManager(registry=registry)
+    small = await manager.run_and_wait("p_parent", inputs={"n": 3})
+    big = await manager.run_and_wait("p_parent", inputs={"n": 25})
+    panel = RunPanel(manager, refresh_s=0.02)
+    panel.handle_message({"type": "hello"})
+    order = page_state(panel)["order"]
+    # newest parent first; 25 children start collapsed, 3 start expanded (oldest first)
+    assert order[0] == [big[0].run_id, 0, 25, False]
+    assert order[1] == [small[0].run_id, 0, 3, True]
+    assert [e[1] for e in order[2:5]] == [1, 1, 1]
+    assert all(rows_seen(panel)[e[0]]["parent_run_id"] == small[0].run_id for e in order[2:5])
+    panel.handle_message({"type": "view", "expanded": [big[0].run_id],
+                         "collapsed": [small[0].run_id]})
+    order = page_state(panel)["order"]
+    assert order[0] == [big[0].run_id, 0, 25, True] and len(order) == 1 + 25 + 1
+    assert order[-1] == [small[0].run_id, 0, 3, False]
+    panel.close()
+
+
+async def test_status_filter_drops_rows_that_leave_it(registry):
     manager = RunManager(registry=registry)
     panel = RunPanel(manager, refresh_s=0.02, status="live")
     record = await manager.submit_run("p_sleep", inputs={"seconds": 30})
@@ -209,7 +301,7 @@ async def test_close_stops_watching(registry):
     panel.close()
     await manager.run_and_wait("p_sleep", inputs={})
     await asyncio.sleep(0.1)
-    assert not [m for m in recording.sent if m["type"] == "rows"]
+    assert not [m for m in recording.sent if m["type"] == "page"]
     assert not manager._subscribers
 
 

@@ -1,14 +1,22 @@
 """The live run panel: an anywidget model fed by the RunManager's event subscription.
 
-Python keeps the state and coalesces changes; the front end (``js/run_panel.js``, an ES
-module shipped as package data) renders them. Protocol (custom messages):
+The kernel keeps every run's record and does the filtering, ordering and paging; the front
+end (``js/run_panel.js``, an ES module shipped as package data) renders the one page it is
+sent and reports the view the user wants. So the cost per run in the kernel is a few dict
+updates, whatever the number of runs, and the browser only ever holds one page.
 
-- kernel -> browser: ``{"type": "rows", "reset": bool, "upsert": [row...], "remove": [id...],
-  "server_time": epoch_s}`` at most once per ``refresh_s`` seconds, carrying only rows that
-  changed since the last message; ``{"type": "notice", "level": "info"|"error", "text"}``.
-- browser -> kernel: ``{"type": "hello"}`` (a view rendered: answered with a full reset),
-  ``{"type": "cancel", "run_id"}``, ``{"type": "cancel_many", "run_ids": [...]}``. Anything
-  else, and unknown run ids, get an error notice and change nothing.
+Protocol (custom messages):
+
+- kernel -> browser, at most once per ``refresh_s`` seconds and only when something shown
+  changed: ``{"type": "page", "reset", "order": [[run_id, depth, child_count, expanded]...],
+  "upsert": [row...] (rows of ``order`` new to the browser or changed), "counts",
+  "total", "matching", "live_matching", "page", "page_count", "page_size", "facets":
+  {"sessions", "tags"}, "server_time"}``; and ``{"type": "notice", "level", "text"}``.
+- browser -> kernel: ``{"type": "hello"}`` (a view rendered: answered with a reset page),
+  ``{"type": "view", "page", "status", "session", "tag", "search", "expanded",
+  "collapsed"}``, ``{"type": "cancel", "run_id"}``, ``{"type": "cancel_matching"}``
+  (every live run matching the view's filters). Anything else, bad fields and unknown run
+  ids get an error notice and change nothing.
 """
 
 from __future__ import annotations
@@ -16,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import weakref
-from collections.abc import Iterable
+from collections import Counter
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,8 +41,12 @@ from .snapshot import html_table, text_table
 
 log = logging.getLogger("ag_jupyter.widgets")
 
-MAX_IDS_PER_MESSAGE = 10_000
-KNOWN_ACTIONS = ("hello", "cancel", "cancel_many")
+PAGE_SIZE = 50
+AUTO_EXPAND_CHILDREN = 20  # parents with at most this many children start expanded
+MAX_CHILDREN_SHOWN = 200  # per parent, so a huge fan-out cannot blow up a page
+MAX_RUNS = 50_000  # oldest runs beyond this are dropped from the panel (not from the store)
+KNOWN_ACTIONS = ("hello", "view", "cancel", "cancel_many", "cancel_matching")
+ALL = ""  # the session/tag filter value meaning "any"
 
 
 def esm_source() -> str:
@@ -65,6 +79,89 @@ def record_to_row(record: RunRecord) -> dict[str, Any]:
     }
 
 
+@dataclass
+class PanelView:
+    """What the user asked to see: filters, page and which parents are open.
+
+    ``statuses`` None means all; ``session`` ``ALL`` means any, None means runs without a
+    session; ``search`` is matched case-insensitively against id, graph, session, tags
+    and error.
+    """
+
+    page: int = 0
+    statuses: frozenset[RunStatus] | None = None
+    session: str | None = ALL
+    tag: str = ALL
+    search: str = ""
+    expanded: set[str] = field(default_factory=set)
+    collapsed: set[str] = field(default_factory=set)
+
+    def matches(self, record: RunRecord) -> bool:
+        """Whether ``record`` passes the filters (paging aside)."""
+        if self.statuses is not None and record.status not in self.statuses:
+            return False
+        if self.session != ALL and record.session_id != self.session:
+            return False
+        if self.tag and self.tag not in record.tags:
+            return False
+        if self.search:
+            haystack = " ".join(
+                [record.run_id, record.graph_id, record.session_id or "", *record.tags,
+                 record.error or ""]
+            ).lower()
+            if self.search not in haystack:
+                return False
+        return True
+
+
+def parse_statuses(status: str | None) -> frozenset[RunStatus] | None:
+    """``None``/``"all"`` -> None, ``"live"`` -> the live statuses, else that status.
+
+    Raises:
+      ValueError: naming the accepted values, for anything else.
+    """
+    if status is None or status == "all":
+        return None
+    if status == "live":
+        return frozenset(s for s in RunStatus if not s.is_terminal)
+    try:
+        return frozenset({RunStatus(status)})
+    except ValueError:
+        raise ValueError(
+            f"unknown status {status!r}; use 'all', 'live' or one of: {', '.join(RunStatus)}"
+        ) from None
+
+
+def view_from_message(content: dict[str, Any]) -> PanelView:
+    """Validate a front end's ``view`` message and build the new view.
+
+    Raises:
+      ValueError: saying which field is wrong.
+    """
+    page = content.get("page", 0)
+    if isinstance(page, bool) or not isinstance(page, int) or page < 0:
+        raise ValueError(f"view.page must be an int >= 0, got {page!r}")
+    session = content.get("session", ALL)
+    if session is not None and not isinstance(session, str):
+        raise ValueError("view.session must be a string or null")
+    tag, search = content.get("tag", ALL), content.get("search", "")
+    if not isinstance(tag, str) or not isinstance(search, str) or len(search) > 500:
+        raise ValueError("view.tag and view.search must be strings (search: 500 chars at most)")
+    opened, closed = content.get("expanded", []), content.get("collapsed", [])
+    for name, ids in (("expanded", opened), ("collapsed", closed)):
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ValueError(f"view.{name} must be a list of run ids")
+    return PanelView(
+        page=page,
+        statuses=parse_statuses(content.get("status")),
+        session=session,
+        tag=tag,
+        search=search.strip().lower(),
+        expanded=set(opened[:10_000]),
+        collapsed=set(closed[:10_000]),
+    )
+
+
 _panels: weakref.WeakSet[RunPanel] = weakref.WeakSet()
 
 
@@ -75,18 +172,19 @@ def close_all_panels() -> None:
 
 
 class RunPanel(anywidget.AnyWidget):
-    """A live table of a RunManager's runs with Cancel buttons.
+    """A live, paged table of a RunManager's runs with Cancel buttons.
 
-    Display it with ``display(panel)`` or ``%ag_runs``. Updates are coalesced: at most one
-    message per ``refresh_s`` seconds, whatever the number of runs, with only changed
-    rows. Cancel clicks call ``RunManager.cancel_run`` (through ``request_cancel``); they
+    Display it with ``display(panel)`` or ``%ag_runs``. The kernel keeps the rows and sends
+    the browser only the page it shows, at most one message per ``refresh_s`` seconds and
+    only when something shown changed, so its cost per run does not grow with the number
+    of runs. Cancel clicks call ``RunManager.cancel_run`` (through ``request_cancel``); they
     are handled while the kernel is idle or awaiting, not during a blocking sync cell.
 
     Args:
       manager: the RunManager to watch (one panel model per call).
       refresh_s: seconds between update messages (> 0).
-      status: only show runs with this status (or ``"live"``); None for all.
-      session: only show runs of this session id; None for all.
+      status: initial status filter: None/``"all"``, ``"live"`` or a status.
+      session: initial session filter (None: all sessions).
       title: the header text.
 
     Raises:
@@ -108,13 +206,22 @@ class RunPanel(anywidget.AnyWidget):
     ) -> None:
         if not refresh_s > 0:
             raise ValueError(f"refresh_s must be a positive number of seconds, got {refresh_s!r}")
+        view = PanelView(statuses=parse_statuses(status), session=ALL if session is None
+                         else session)
         super().__init__(title=title, **kwargs)
         self._manager = manager
         self._refresh_s = float(refresh_s)
-        self._statuses = _statuses(status)
-        self._session = session
-        self._dirty: dict[str, RunRecord] = {}
-        self._sent: set[str] = set()
+        self._view = view
+        self._records: dict[str, RunRecord] = {}
+        self._children: dict[str, list[str]] = {}
+        self._counts: Counter[RunStatus] = Counter()
+        self._sessions: set[str | None] = set()
+        self._tags: set[str] = set()
+        for record in manager.recent_records():
+            self._add(record)
+        self._shown: dict[str, RunRecord] = {}  # what the browser has, as last sent
+        self._last_summary: tuple[Any, ...] | None = None
+        self._dirty = False
         self._last_send = 0.0
         self._flush_handle: asyncio.TimerHandle | None = None
         self._loop = manager.loop
@@ -128,62 +235,129 @@ class RunPanel(anywidget.AnyWidget):
         """A new panel on ``manager`` (see the class arguments)."""
         return cls(manager, **kwargs)
 
-    # ------------------------------------------------------------ what is shown
-    def _matches(self, record: RunRecord) -> bool:
-        if self._statuses is not None and record.status not in self._statuses:
-            return False
-        return self._session is None or record.session_id == self._session
+    # ------------------------------------------------------------ the run table
+    def _add(self, record: RunRecord) -> None:
+        old = self._records.get(record.run_id)
+        if old is None:
+            if record.parent_run_id is not None:
+                self._children.setdefault(record.parent_run_id, []).append(record.run_id)
+            self._sessions.add(record.session_id)
+            self._tags.update(record.tags)
+            if len(self._records) >= MAX_RUNS:
+                self._drop_oldest()
+        else:
+            self._counts[old.status] -= 1
+        self._records[record.run_id] = record
+        self._counts[record.status] += 1
+
+    def _drop_oldest(self) -> None:
+        oldest = next(iter(self._records.values()))
+        del self._records[oldest.run_id]
+        self._counts[oldest.status] -= 1
+        self._children.pop(oldest.run_id, None)
 
     def records(self) -> list[RunRecord]:
-        """The records the panel shows now (the manager's recent ones, filtered)."""
-        return [r for r in self._manager.recent_records() if self._matches(r)]
+        """Every record the panel holds, oldest first (filters aside)."""
+        return list(self._records.values())
 
-    # ------------------------------------------------------------- kernel side
     def _on_event(self, event: RunEvent) -> None:
-        self._dirty[event.record.run_id] = event.record
-        if self._flush_handle is None:
-            loop = self._loop or self._manager.loop or _running_loop()
-            if loop is None:
-                return
-            self._loop = loop
-            delay = max(0.0, self._last_send + self._refresh_s - time.monotonic())
-            self._flush_handle = loop.call_later(delay, self._flush)
+        self._add(event.record)
+        if not self._dirty:
+            self._dirty = True
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if self._flush_handle is not None:
+            return
+        loop = self._loop or self._manager.loop or _running_loop()
+        if loop is None:
+            return
+        self._loop = loop
+        delay = max(0.0, self._last_send + self._refresh_s - time.monotonic())
+        self._flush_handle = loop.call_later(delay, self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
-        if not self._dirty or self.comm is None:
-            self._dirty.clear()
-            return
-        dirty, self._dirty = self._dirty, {}
-        upsert, remove = [], []
-        for run_id, record in dirty.items():
-            if self._matches(record):
-                upsert.append(record_to_row(record))
-                self._sent.add(run_id)
-            elif run_id in self._sent:
-                remove.append(run_id)
-                self._sent.discard(run_id)
-        if upsert or remove:
-            self._send_rows(upsert, remove, reset=False)
+        if self._dirty and self.comm is not None:
+            self._send_page(reset=False)
+        self._dirty = False
 
-    def _send_rows(self, upsert: list[dict[str, Any]], remove: list[str], *, reset: bool) -> None:
-        self._last_send = time.monotonic()
-        message = {
-            "type": "rows",
-            "reset": reset,
-            "upsert": upsert,
-            "remove": remove,
-            "server_time": time.time(),
+    # --------------------------------------------------------------- the page
+    def _top_level(self, record: RunRecord) -> bool:
+        parent = self._records.get(record.parent_run_id) if record.parent_run_id else None
+        return parent is None or not self._view.matches(parent)
+
+    def compute_page(self) -> dict[str, Any]:
+        """The page the current view shows (see the module doc), without sending it.
+
+        One pass over the runs (a few microseconds per thousand), at most once per flush.
+        """
+        view = self._view
+        matches = view.matches
+        tops: list[RunRecord] = []
+        live_matching = 0
+        for record in reversed(self._records.values()):
+            if not matches(record):
+                continue
+            if not record.status.is_terminal:
+                live_matching += 1
+            if self._top_level(record):
+                tops.append(record)
+        page_count = max(1, math.ceil(len(tops) / PAGE_SIZE))
+        view.page = min(view.page, page_count - 1)
+        order: list[list[Any]] = []
+        for record in tops[view.page * PAGE_SIZE : (view.page + 1) * PAGE_SIZE]:
+            self._append_with_children(order, record, 0)
+        return {
+            "order": order,
+            "counts": {s.value: n for s, n in self._counts.items() if n},
+            "total": len(self._records),
+            "matching": len(tops),
+            "live_matching": live_matching,
+            "page": view.page,
+            "page_count": page_count,
+            "page_size": PAGE_SIZE,
+            "facets": {
+                "sessions": sorted(self._sessions, key=lambda s: (s is None, s or "")),
+                "tags": sorted(self._tags),
+            },
         }
-        self.messages_sent += 1
-        self.send(message)
 
-    def send_snapshot(self) -> None:
-        """Send every shown row as one ``reset`` message (answer to a view's hello)."""
-        records = self.records()
-        self._sent = {r.run_id for r in records}
-        self._dirty.clear()
-        self._send_rows([record_to_row(r) for r in records], [], reset=True)
+    def _append_with_children(self, order: list[list[Any]], record: RunRecord, depth: int) -> None:
+        view = self._view
+        children = [
+            child
+            for child_id in self._children.get(record.run_id, ())
+            if (child := self._records.get(child_id)) is not None and view.matches(child)
+        ]
+        expanded = record.run_id in view.expanded or (
+            record.run_id not in view.collapsed and len(children) <= AUTO_EXPAND_CHILDREN
+        )
+        order.append([record.run_id, depth, len(children), bool(children) and expanded])
+        if children and expanded and depth < 20:
+            for child in children[:MAX_CHILDREN_SHOWN]:
+                self._append_with_children(order, child, depth + 1)
+
+    def _send_page(self, *, reset: bool) -> None:
+        page = self.compute_page()
+        if reset:
+            self._shown = {}
+        upsert = []
+        shown: dict[str, RunRecord] = {}
+        for run_id, *_ in page["order"]:
+            record = self._records[run_id]
+            shown[run_id] = record
+            if self._shown.get(run_id) is not record:  # records are frozen: identity = same
+                upsert.append(record_to_row(record))
+        summary = (page["order"], page["counts"], page["total"], page["live_matching"],
+                   page["page_count"], page["facets"])
+        if not reset and not upsert and summary == self._last_summary:
+            return  # nothing the browser shows changed
+        self._shown, self._last_summary = shown, summary
+        self._last_send = time.monotonic()
+        self.messages_sent += 1
+        self.send({"type": "page", "reset": reset, "upsert": upsert,
+                   "server_time": time.time(), **page})
 
     def _notice(self, text: str, level: str = "error") -> None:
         self.send({"type": "notice", "level": level, "text": text})
@@ -205,16 +379,30 @@ class RunPanel(anywidget.AnyWidget):
             return
         action = content["type"]
         if action == "hello":
-            self.send_snapshot()
-            return
-        if action == "cancel":
-            run_ids: Iterable[Any] = [content.get("run_id")]
-        else:
+            self._send_page(reset=True)
+        elif action == "view":
+            try:
+                self._view = view_from_message(content)
+            except ValueError as exc:
+                self._notice(f"ignored a bad view request: {exc}")
+                return
+            self._send_page(reset=True)
+        elif action == "cancel":
+            self._cancel([content.get("run_id")])
+        elif action == "cancel_many":
             run_ids = content.get("run_ids")
-            if not isinstance(run_ids, list) or len(run_ids) > MAX_IDS_PER_MESSAGE:
+            if not isinstance(run_ids, list) or len(run_ids) > MAX_RUNS:
                 self._notice("cancel_many needs a list of run ids")
                 return
-        self._cancel([rid for rid in run_ids])
+            self._cancel(run_ids)
+        else:  # cancel_matching
+            matching = [
+                r.run_id for r in self._records.values()
+                if not r.status.is_terminal and self._view.matches(r)
+            ]
+            if not matching:
+                self._notice("no live runs match the current filters", level="info")
+            self._cancel(matching)
 
     def _cancel(self, run_ids: list[Any]) -> None:
         bad = [rid for rid in run_ids if not isinstance(rid, str)]
@@ -234,15 +422,17 @@ class RunPanel(anywidget.AnyWidget):
         bundle = super()._repr_mimebundle_(**kwargs)
         data = bundle[0] if isinstance(bundle, tuple) else bundle
         if isinstance(data, dict):
-            records = self.records()
+            records = [r for r in self._records.values() if self._view.matches(r)]
             data["text/plain"] = text_table(records)
             data["text/html"] = html_table(records, title=self.title)
         return bundle
 
     def close(self) -> None:
         """Stop watching the manager and close the widget model."""
-        self._unsubscribe()
-        if self._flush_handle is not None:
+        unsubscribe = getattr(self, "_unsubscribe", None)  # None if __init__ raised
+        if unsubscribe is not None:
+            unsubscribe()
+        if getattr(self, "_flush_handle", None) is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
         _panels.discard(self)
@@ -255,16 +445,3 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-def _statuses(status: str | None) -> set[RunStatus] | None:
-    if status is None:
-        return None
-    if status == "live":
-        return {s for s in RunStatus if not s.is_terminal}
-    try:
-        return {RunStatus(status)}
-    except ValueError:
-        raise ValueError(
-            f"unknown status {status!r}; use 'live' or one of: {', '.join(RunStatus)}"
-        ) from None

@@ -2,26 +2,28 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import {
-  applyRowsMessage,
+  applyPageMessage,
   cancelMode,
   cellTexts,
   clockOffset,
-  countByStatus,
+  createPageState,
+  defaultView,
   durationOf,
-  filterRows,
   firstLine,
   formatClock,
   formatDuration,
   isCancellable,
   isLive,
-  NO_SESSION,
+  MAX_SEARCH_LENGTH,
   normalizeRow,
-  orderRows,
-  paginate,
+  pagerText,
   statusLabel,
   summaryText,
   toText,
-  visibleLiveRunIds,
+  viewMessage,
+  withFilters,
+  withPage,
+  withToggle,
 } from "../run_panel.js";
 
 /** A complete, valid row; `extra` overrides fields. */
@@ -42,65 +44,213 @@ function row(runId, extra = {}) {
   };
 }
 
-const ids = (list) => list.map((x) => (x.row ? x.row.run_id : x.run_id));
-const rowsMsg = (fields) => ({ type: "rows", reset: false, upsert: [], remove: [], ...fields });
+/** A well-formed page message; `order` entries default to top-level leaves. */
+function page(fields = {}) {
+  return {
+    type: "page",
+    reset: false,
+    order: [],
+    upsert: [],
+    counts: {},
+    total: 0,
+    matching: 0,
+    live_matching: 0,
+    page: 0,
+    page_count: 1,
+    page_size: 50,
+    facets: { sessions: [], tags: [] },
+    server_time: 1000,
+    ...fields,
+  };
+}
+const leaf = (id) => [id, 0, 0, false];
+const orderIds = (state) => state.order.map((e) => e.id);
+const cachedIds = (state) => [...state.rows.keys()].sort();
 
-describe("applyRowsMessage", () => {
-  test("reset replaces every row", () => {
-    const map = new Map([["old", row("old")]]);
-    const out = applyRowsMessage(map, rowsMsg({ reset: true, upsert: [row("a"), row("b")] }));
-    assert.equal(out, map);
-    assert.deepEqual([...map.keys()].sort(), ["a", "b"]);
+describe("applyPageMessage", () => {
+  test("a reset page fills the cache and every page field", () => {
+    const state = createPageState();
+    state.rows.set("stale", row("stale"));
+    const change = applyPageMessage(
+      state,
+      page({
+        reset: true,
+        order: [["p", 0, 2, true], ["c1", 1, 0, false], ["c2", 1, 1, false], leaf("q")],
+        upsert: [row("p"), row("c1", { parent_run_id: "p" }), row("c2", { parent_run_id: "p" }), row("q")],
+        counts: { running: 3, failed: 1 },
+        total: 9,
+        matching: 7,
+        live_matching: 4,
+        page: 1,
+        page_count: 3,
+        page_size: 2,
+        facets: { sessions: ["s1", null], tags: ["t"] },
+        server_time: 1005,
+      }),
+      1000,
+    );
+    assert.deepEqual(state.order, [
+      { id: "p", depth: 0, childCount: 2, expanded: true },
+      { id: "c1", depth: 1, childCount: 0, expanded: false },
+      { id: "c2", depth: 1, childCount: 1, expanded: false },
+      { id: "q", depth: 0, childCount: 0, expanded: false },
+    ]);
+    assert.deepEqual(cachedIds(state), ["c1", "c2", "p", "q"], "the stale row is forgotten");
+    assert.equal(state.rows.get("c1").parent_run_id, "p");
+    assert.deepEqual(state.counts, { running: 3, failed: 1 });
+    assert.equal(state.total, 9);
+    assert.equal(state.matching, 7);
+    assert.equal(state.liveMatching, 4);
+    assert.equal(state.page, 1);
+    assert.equal(state.pageCount, 3);
+    assert.equal(state.pageSize, 2);
+    assert.deepEqual(state.facets, { sessions: ["s1", null], tags: ["t"] });
+    assert.equal(state.offset, 5);
+    assert.deepEqual([...change.changed].sort(), ["c1", "c2", "p", "q"]);
+    assert.equal(change.orderChanged, true);
+    assert.equal(change.facetsChanged, true);
   });
 
-  test("reset with no upserts empties the table", () => {
-    const map = new Map([["old", row("old")]]);
-    applyRowsMessage(map, { type: "rows", reset: true });
-    assert.equal(map.size, 0);
+  test("reset forgets cached rows even when they stay in order", () => {
+    const state = createPageState();
+    applyPageMessage(state, page({ order: [leaf("a"), leaf("b")], upsert: [row("a"), row("b")] }));
+    // A reset that re-sends only "a": "b" cannot be drawn, so it leaves the order too.
+    applyPageMessage(state, page({ reset: true, order: [leaf("a"), leaf("b")], upsert: [row("a")] }));
+    assert.deepEqual(orderIds(state), ["a"]);
+    assert.deepEqual(cachedIds(state), ["a"]);
   });
 
-  test("merge upserts by run_id and keeps other rows", () => {
-    const map = new Map([["a", row("a")], ["b", row("b")]]);
-    applyRowsMessage(map, rowsMsg({ upsert: [row("a", { status: "failed" }), row("c")] }));
-    assert.deepEqual([...map.keys()].sort(), ["a", "b", "c"]);
-    assert.equal(map.get("a").status, "failed");
-    assert.equal(map.get("b").status, "running");
+  test("an incremental page keeps unchanged cached rows and reports only the changed ones", () => {
+    const state = createPageState();
+    applyPageMessage(state, page({ order: [leaf("a"), leaf("b")], upsert: [row("a"), row("b")] }));
+    const cachedB = state.rows.get("b");
+    const change = applyPageMessage(
+      state,
+      page({ order: [leaf("a"), leaf("b")], upsert: [row("a", { status: "failed" })] }),
+    );
+    assert.equal(state.rows.get("a").status, "failed");
+    assert.equal(state.rows.get("b"), cachedB, "b was not re-sent, so the cached object stays");
+    assert.deepEqual([...change.changed], ["a"]);
+    assert.equal(change.orderChanged, false);
+    assert.equal(change.facetsChanged, false);
   });
 
-  test("remove deletes listed ids; unknown ids are harmless", () => {
-    const map = new Map([["a", row("a")], ["b", row("b")]]);
-    applyRowsMessage(map, rowsMsg({ remove: ["a", "nope"] }));
-    assert.deepEqual([...map.keys()], ["b"]);
+  test("rows that left the order are dropped; a re-ordered page reports orderChanged", () => {
+    const state = createPageState();
+    const abc = ["a", "b", "c"];
+    applyPageMessage(state, page({ order: abc.map(leaf), upsert: abc.map((id) => row(id)) }));
+    const change = applyPageMessage(state, page({ order: [leaf("n"), leaf("a")], upsert: [row("n")] }));
+    assert.deepEqual(orderIds(state), ["n", "a"]);
+    assert.deepEqual(cachedIds(state), ["a", "n"]);
+    assert.equal(change.orderChanged, true);
   });
 
-  test("an id both upserted and removed ends up removed", () => {
-    const map = new Map();
-    applyRowsMessage(map, rowsMsg({ upsert: [row("a")], remove: ["a"] }));
-    assert.equal(map.size, 0);
+  test("same ids with another depth, child count or expanded flag is an order change", () => {
+    const state = createPageState();
+    applyPageMessage(state, page({ order: [["p", 0, 1, false], leaf("q")], upsert: [row("p"), row("q")] }));
+    for (const order of [
+      [["p", 0, 1, true], leaf("q")],
+      [["p", 0, 2, true], leaf("q")],
+      [["p", 0, 2, true], ["q", 1, 0, false]],
+    ]) {
+      assert.equal(applyPageMessage(state, page({ order })).orderChanged, true, JSON.stringify(order));
+    }
+    const same = page({ order: [["p", 0, 2, true], ["q", 1, 0, false]] });
+    assert.equal(applyPageMessage(state, same).orderChanged, false);
+    assert.deepEqual(state.order[0], { id: "p", depth: 0, childCount: 2, expanded: true });
   });
 
-  test("malformed rows and messages are ignored", () => {
-    const map = new Map([["keep", row("keep")]]);
-    applyRowsMessage(map, { type: "notice", text: "x", upsert: [row("n")] });
-    applyRowsMessage(map, null);
-    applyRowsMessage(map, "rows");
-    applyRowsMessage(map, { type: "bogus", reset: true });
-    applyRowsMessage(map, { type: "rows", upsert: "not a list", remove: { a: 1 } });
-    applyRowsMessage(
-      map,
-      rowsMsg({
-        upsert: [null, 5, "x", [], { run_id: 7 }, { run_id: "" }, { graph_id: "g" }, row("ok")],
-        remove: [null, 3, { run_id: "keep" }],
+  test("upserted rows that are not in the order are not cached", () => {
+    const state = createPageState();
+    const change = applyPageMessage(state, page({ order: [leaf("a")], upsert: [row("a"), row("elsewhere")] }));
+    assert.deepEqual(cachedIds(state), ["a"]);
+    assert.deepEqual([...change.changed], ["a"]);
+  });
+
+  test("messages that are not page messages are ignored and leave the state alone", () => {
+    const state = createPageState();
+    applyPageMessage(state, page({ order: [leaf("keep")], upsert: [row("keep")], total: 1 }));
+    const before = JSON.stringify([...state.rows], null) + JSON.stringify(state);
+    for (const bad of [
+      null,
+      "page",
+      [],
+      { type: "notice", text: "x" },
+      { type: "rows", reset: true, upsert: [row("n")], remove: [] },
+      { type: "bogus", reset: true, order: [] },
+      { type: "page", reset: true, upsert: [row("n")] }, // no order at all
+      { type: "page", reset: true, order: "a,b" },
+    ]) {
+      assert.equal(applyPageMessage(state, bad), null, JSON.stringify(bad));
+    }
+    assert.equal(JSON.stringify([...state.rows], null) + JSON.stringify(state), before);
+  });
+
+  test("malformed order items and rows are skipped, the rest applies", () => {
+    const state = createPageState();
+    applyPageMessage(
+      state,
+      page({
+        order: [
+          ...[null, "a", 5, { 0: "a" }, [7, 0, 0, false], ["", 0, 0, false]],
+          leaf("a"),
+          leaf("a"),
+          ["b", -1, "x", "yes"],
+          leaf("ghost"),
+        ],
+        upsert: [null, 5, "x", [], { run_id: 7 }, { run_id: "" }, { graph_id: "g" }, row("a"), row("b")],
       }),
     );
-    assert.deepEqual([...map.keys()].sort(), ["keep", "ok"]);
+    assert.deepEqual(state.order, [
+      { id: "a", depth: 0, childCount: 0, expanded: false },
+      // bad depth / child count become 0; "expanded" must be a real true on a parent
+      { id: "b", depth: 0, childCount: 0, expanded: false },
+    ]);
+    assert.deepEqual(cachedIds(state), ["a", "b"], "no row for 'ghost', so it is not shown");
   });
 
-  test("fields of the wrong type are coerced, not trusted", () => {
-    const map = new Map();
-    applyRowsMessage(
-      map,
-      rowsMsg({
+  test("malformed counts, totals, paging and facets fall back to safe values", () => {
+    const state = createPageState();
+    applyPageMessage(
+      state,
+      page({
+        order: [],
+        counts: { running: 2, failed: -1, pending: "3", waiting: 1.5, ["__proto__"]: 4 },
+        total: "9",
+        matching: -3,
+        live_matching: Number.NaN,
+        page: 7,
+        page_count: 0,
+        page_size: null,
+        facets: { sessions: ["s", "s", 3, "", null, null], tags: "t" },
+        server_time: "soon",
+      }),
+    );
+    assert.deepEqual(Object.keys(state.counts).sort(), ["__proto__", "running"]);
+    assert.equal(Object.getPrototypeOf(state.counts), Object.prototype, "no prototype pollution");
+    assert.equal(state.total, 0);
+    assert.equal(state.matching, 0);
+    assert.equal(state.liveMatching, 0);
+    assert.equal(state.pageCount, 1);
+    assert.equal(state.page, 0, "page clamped into the page count");
+    assert.equal(state.pageSize, 50);
+    assert.deepEqual(state.facets, { sessions: ["s", null], tags: [] });
+    assert.equal(state.offset, 0);
+  });
+
+  test("a message without server_time keeps the previous clock offset", () => {
+    const state = createPageState();
+    applyPageMessage(state, page({ server_time: 1010 }), 1000);
+    applyPageMessage(state, page({ server_time: undefined }), 1000);
+    assert.equal(state.offset, 10);
+  });
+
+  test("row fields of the wrong type are coerced, not trusted", () => {
+    const state = createPageState();
+    applyPageMessage(
+      state,
+      page({
+        order: [leaf("r")],
         upsert: [
           {
             run_id: "r",
@@ -115,7 +265,7 @@ describe("applyRowsMessage", () => {
         ],
       }),
     );
-    const r = map.get("r");
+    const r = state.rows.get("r");
     assert.equal(r.graph_id, "");
     assert.equal(r.status, "unknown");
     assert.deepEqual(r.tags, ["a", "1"]);
@@ -123,17 +273,6 @@ describe("applyRowsMessage", () => {
     assert.equal(r.started_at, null);
     assert.equal(r.error, null);
     assert.equal(r.parent_run_id, null, "a run cannot be its own parent");
-  });
-
-  test("onChange reports added, changed and removed rows (not for resets)", () => {
-    const map = new Map([["a", row("a")], ["b", row("b")]]);
-    const seen = [];
-    const record = (id, before, after) => seen.push([id, Boolean(before), Boolean(after)]);
-    applyRowsMessage(map, rowsMsg({ upsert: [row("a"), row("c")], remove: ["b"] }), record);
-    assert.deepEqual(seen, [["a", true, true], ["c", false, true], ["b", true, false]]);
-    seen.length = 0;
-    applyRowsMessage(map, rowsMsg({ reset: true, upsert: [row("z")] }), record);
-    assert.deepEqual(seen, []);
   });
 });
 
@@ -147,6 +286,96 @@ describe("normalizeRow", () => {
     for (const bad of [undefined, null, [], {}, { run_id: 1 }, { run_id: "" }]) {
       assert.equal(normalizeRow(bad), null);
     }
+  });
+});
+
+describe("view state and view messages", () => {
+  test("the default view message", () => {
+    assert.deepEqual(viewMessage(defaultView()), {
+      type: "view",
+      page: 0,
+      status: "all",
+      session: "",
+      tag: "",
+      search: "",
+      expanded: [],
+      collapsed: [],
+    });
+    assert.deepEqual(viewMessage(), viewMessage(defaultView()), "missing fields get the defaults");
+  });
+
+  test("malformed view fields get the defaults; session null survives", () => {
+    const msg = viewMessage({
+      page: -2,
+      status: 5,
+      session: null,
+      tag: {},
+      search: ["x"],
+      expanded: "a",
+      collapsed: [1, "c", "c"],
+    });
+    assert.deepEqual(msg, {
+      type: "view",
+      page: 0,
+      status: "all",
+      session: null,
+      tag: "",
+      search: "",
+      expanded: [],
+      collapsed: ["c"],
+    });
+  });
+
+  test("search is trimmed and cut to the kernel's limit", () => {
+    assert.equal(viewMessage({ search: "  key error " }).search, "key error");
+    assert.equal(viewMessage({ search: "x".repeat(600) }).search.length, MAX_SEARCH_LENGTH);
+  });
+
+  test("a filter change resets the page to 0 and keeps the toggles", () => {
+    const before = { ...withToggle(withPage(defaultView(), 3), "p", true) };
+    const after = withFilters(before, { status: "failed" });
+    assert.deepEqual(viewMessage(after), {
+      type: "view",
+      page: 0,
+      status: "failed",
+      session: "",
+      tag: "",
+      search: "",
+      expanded: ["p"],
+      collapsed: [],
+    });
+    assert.equal(before.page, 3, "the old view object is not mutated");
+    assert.equal(withFilters(withPage(before, 2), { session: null }).session, null);
+    assert.equal(withFilters(withPage(before, 2), { tag: "t" }).page, 0);
+    assert.equal(withFilters(withPage(before, 2), { search: "abc" }).page, 0);
+  });
+
+  test("unchanged filters return the same view (no message needed, page kept)", () => {
+    const view = withFilters(withPage(defaultView(), 2), { search: "abc" });
+    const again = withPage(view, 2);
+    assert.equal(withFilters(again, { status: "all", session: "", tag: "", search: " abc " }), again);
+    assert.equal(withFilters(again, {}).page, 2);
+  });
+
+  test("toggles record explicit opens and closes, each id in one list only", () => {
+    let view = defaultView();
+    view = withToggle(view, "a", true);
+    view = withToggle(view, "b", false);
+    assert.deepEqual([view.expanded, view.collapsed], [["a"], ["b"]]);
+    view = withToggle(view, "a", false);
+    view = withToggle(view, "b", true);
+    assert.deepEqual([view.expanded, view.collapsed], [["b"], ["a"]]);
+    view = withToggle(view, "b", true);
+    assert.deepEqual(view.expanded, ["b"], "no duplicates");
+    const msg = viewMessage(withPage(view, 4));
+    assert.equal(msg.page, 4, "a toggle keeps the page");
+    assert.deepEqual([msg.expanded, msg.collapsed], [["b"], ["a"]]);
+  });
+
+  test("withPage accepts only whole non-negative pages", () => {
+    assert.equal(withPage(defaultView(), 5).page, 5);
+    assert.equal(withPage(defaultView(), -1).page, 0);
+    assert.equal(withPage(defaultView(), 1.5).page, 0);
   });
 });
 
@@ -176,188 +405,34 @@ describe("status helpers", () => {
   });
 });
 
-describe("countByStatus / summaryText", () => {
-  const rows = [
-    row("1", { status: "running" }),
-    row("2", { status: "running" }),
-    row("3", { status: "pending" }),
-    row("4", { status: "failed" }),
-    row("5", { status: "mystery" }),
-  ];
-
-  test("counts only statuses present", () => {
-    assert.deepEqual(countByStatus(rows), { running: 2, pending: 1, failed: 1, mystery: 1 });
-    assert.deepEqual(countByStatus(new Map(rows.map((r) => [r.run_id, r])).values()), {
-      running: 2,
-      pending: 1,
-      failed: 1,
-      mystery: 1,
-    });
-  });
-
-  test("summary lists non-zero counts in a fixed order plus the total", () => {
+describe("summaryText / pagerText", () => {
+  test("summary lists non-zero counts in a fixed order plus the kernel's total", () => {
     assert.equal(
-      summaryText({ failed: 3, pending: 30, running: 12, succeeded: 100, canceled: 2, waiting: 0 }),
+      summaryText({ failed: 3, pending: 30, running: 12, succeeded: 100, canceled: 2, waiting: 0 }, 147),
       "12 running · 30 pending · 100 succeeded · 3 failed · 2 canceled · 147 total",
     );
-    assert.equal(summaryText(countByStatus(rows)), "2 running · 1 pending · 1 failed · 1 mystery · 5 total");
-    assert.equal(summaryText({}), "no runs");
-  });
-});
-
-describe("filterRows", () => {
-  const rows = [
-    row("run-A", { status: "running", session_id: "s1", tags: ["alpha", "beta"], graph_id: "Summarize" }),
-    row("run-B", { status: "pending", session_id: "s2", tags: ["beta"] }),
-    row("run-C", { status: "failed", session_id: null, error: "KeyError: 'Missing'" }),
-    row("run-D", { status: "cancellation_requested", session_id: "s1" }),
-    row("run-E", { status: "succeeded", session_id: "s2", tags: ["gamma"] }),
-  ];
-  const f = (filters) => ids(filterRows(rows, filters)).sort();
-
-  test("no filters keep everything", () => {
-    assert.equal(f({}).length, 5);
-    assert.equal(f({ status: "all", session: "", tag: "", search: "" }).length, 5);
-  });
-
-  test("status: exact status, and 'live'", () => {
-    assert.deepEqual(f({ status: "failed" }), ["run-C"]);
-    assert.deepEqual(f({ status: "live" }), ["run-A", "run-B", "run-D"]);
-  });
-
-  test("session: exact id, and rows without a session", () => {
-    assert.deepEqual(f({ session: "s1" }), ["run-A", "run-D"]);
-    assert.deepEqual(f({ session: NO_SESSION }), ["run-C"]);
-  });
-
-  test("tag", () => {
-    assert.deepEqual(f({ tag: "beta" }), ["run-A", "run-B"]);
-    assert.deepEqual(f({ tag: "bet" }), [], "tags match exactly, not as substrings");
-  });
-
-  test("search is a case-insensitive substring over id, graph, session, tags, error", () => {
-    assert.deepEqual(f({ search: "RUN-b" }), ["run-B"]);
-    assert.deepEqual(f({ search: "summar" }), ["run-A"]);
-    assert.deepEqual(f({ search: "S2" }), ["run-B", "run-E"]);
-    assert.deepEqual(f({ search: "GAMM" }), ["run-E"]);
-    assert.deepEqual(f({ search: "missing" }), ["run-C"]);
-    assert.deepEqual(f({ search: "  keyerror  " }), ["run-C"], "surrounding spaces ignored");
-    assert.deepEqual(f({ search: "nothing-like-this" }), []);
-  });
-
-  test("filters combine", () => {
-    assert.deepEqual(f({ status: "live", session: "s1", search: "run-a" }), ["run-A"]);
-  });
-
-  test("visibleLiveRunIds: cancellable rows that pass the filters", () => {
-    assert.deepEqual(visibleLiveRunIds(rows, {}).sort(), ["run-A", "run-B"]);
-    assert.deepEqual(visibleLiveRunIds(rows, { session: "s2" }), ["run-B"]);
-    assert.deepEqual(visibleLiveRunIds(rows, { status: "failed" }), []);
-  });
-});
-
-describe("orderRows", () => {
-  test("newest first by created_at, then run_id (descending); missing time last", () => {
-    const rows = [
-      row("a", { created_at: 1 }),
-      row("b", { created_at: 3 }),
-      row("c", { created_at: 2 }),
-      row("d", { created_at: 2 }),
-      row("e", { created_at: null }),
-    ];
-    assert.deepEqual(ids(orderRows(rows)), ["b", "d", "c", "a", "e"]);
-  });
-
-  test("children follow their parent (oldest child first), nested, with depth", () => {
-    const rows = [
-      row("p1", { created_at: 10 }),
-      row("p2", { created_at: 20 }),
-      row("c1b", { created_at: 13, parent_run_id: "p1" }),
-      row("c1a", { created_at: 12, parent_run_id: "p1" }),
-      row("g1", { created_at: 14, parent_run_id: "c1a" }),
-    ];
-    const out = orderRows(rows);
-    assert.deepEqual(ids(out), ["p2", "p1", "c1a", "g1", "c1b"]);
-    assert.deepEqual(out.map((e) => e.depth), [0, 0, 1, 2, 1]);
-    assert.deepEqual(out.map((e) => e.childCount), [0, 2, 1, 0, 0]);
-  });
-
-  test("a child whose parent is absent is a top-level row", () => {
-    const out = orderRows([row("orphan", { created_at: 5, parent_run_id: "gone" }), row("x", { created_at: 1 })]);
-    assert.deepEqual(ids(out), ["orphan", "x"]);
-    assert.deepEqual(out.map((e) => e.depth), [0, 0]);
-  });
-
-  test("collapsed parents hide descendants but keep their child count", () => {
-    const rows = [
-      row("p", { created_at: 1 }),
-      row("c", { created_at: 2, parent_run_id: "p" }),
-      row("g", { created_at: 3, parent_run_id: "c" }),
-    ];
-    const out = orderRows(rows, new Set(["p"]));
-    assert.deepEqual(ids(out), ["p"]);
-    assert.equal(out[0].childCount, 1);
-    assert.equal(out[0].collapsed, true);
-  });
-
-  test("parent cycles do not drop rows", () => {
-    const rows = [row("a", { parent_run_id: "b" }), row("b", { parent_run_id: "a" })];
-    assert.deepEqual(ids(orderRows(rows)).sort(), ["a", "b"]);
-  });
-
-  test("a 5000-deep chain does not overflow the stack", () => {
-    const rows = Array.from({ length: 5000 }, (_, i) => row(`r${i}`, { parent_run_id: i ? `r${i - 1}` : null }));
-    const out = orderRows(rows);
-    assert.equal(out.length, 5000);
-    assert.equal(out[4999].depth, 4999);
-  });
-});
-
-describe("paginate", () => {
-  const items = Array.from({ length: 7 }, (_, i) => i);
-
-  test("plain items page by pageSize", () => {
-    assert.deepEqual(paginate(items, 0, 3), { items: [0, 1, 2], page: 0, pageCount: 3, topLevelCount: 7 });
-    assert.deepEqual(paginate(items, 2, 3).items, [6]);
-  });
-
-  test("page past the end clamps to the last page; negative or junk to the first", () => {
-    assert.equal(paginate(items, 99, 3).page, 2);
-    assert.deepEqual(paginate(items, 99, 3).items, [6]);
-    assert.equal(paginate(items, -4, 3).page, 0);
-    assert.equal(paginate(items, Number.NaN, 3).page, 0);
-  });
-
-  test("empty input is one empty page", () => {
-    assert.deepEqual(paginate([], 5, 50), { items: [], page: 0, pageCount: 1, topLevelCount: 0 });
-  });
-
-  test("page size counts top-level rows; children stay with their parent", () => {
-    const entries = [
-      { id: "a", depth: 0 },
-      { id: "a1", depth: 1 },
-      { id: "a2", depth: 2 },
-      { id: "b", depth: 0 },
-      { id: "c", depth: 0 },
-      { id: "c1", depth: 1 },
-    ];
-    const p0 = paginate(entries, 0, 2);
-    assert.deepEqual(p0.items.map((e) => e.id), ["a", "a1", "a2", "b"]);
-    assert.equal(p0.pageCount, 2);
-    assert.deepEqual(paginate(entries, 1, 2).items.map((e) => e.id), ["c", "c1"]);
-  });
-
-  test("10,000 rows: order + page stays fast and returns one page", () => {
-    const rows = Array.from({ length: 10000 }, (_, i) =>
-      row(`r${String(i).padStart(5, "0")}`, { created_at: i, parent_run_id: i % 10 ? `r${String(i - (i % 10)).padStart(5, "0")}` : null }),
+    assert.equal(
+      summaryText({ running: 2, mystery: 1, cancellation_requested: 1 }, 4),
+      "2 running · 1 cancellation requested · 1 mystery · 4 total",
     );
-    const start = performance.now();
-    const page = paginate(orderRows(filterRows(rows, { status: "live" })), 0, 50);
-    const elapsed = performance.now() - start;
-    assert.equal(page.pageCount, 20);
-    assert.equal(page.items.length, 500);
-    assert.equal(page.items[0].row.run_id, "r09990");
-    assert.ok(elapsed < 500, `took ${elapsed} ms`);
+  });
+
+  test("the total is the kernel's, not the sum of the counts", () => {
+    assert.equal(summaryText({ running: 1 }, 5), "1 running · 5 total");
+  });
+
+  test("a missing total falls back to the sum; nothing at all is 'no runs'", () => {
+    assert.equal(summaryText({ running: 2, failed: 1 }), "2 running · 1 failed · 3 total");
+    assert.equal(summaryText({}, 0), "no runs");
+    assert.equal(summaryText(null), "no runs");
+    assert.equal(summaryText({ running: "2", failed: -1 }, 0), "no runs");
+  });
+
+  test("pager text is 1-based and clamped", () => {
+    assert.equal(pagerText(0, 1), "page 1 of 1");
+    assert.equal(pagerText(2, 5), "page 3 of 5");
+    assert.equal(pagerText(9, 3), "page 3 of 3");
+    assert.equal(pagerText(-1, 0), "page 1 of 1");
   });
 });
 
@@ -435,10 +510,12 @@ describe("untrusted text stays text", () => {
     assert.equal(toText(null), "");
   });
 
-  test("hostile ids survive the store and the filters unchanged", () => {
-    const map = applyRowsMessage(new Map(), rowsMsg({ upsert: [row(hostile)] }));
-    assert.ok(map.has(hostile));
-    assert.deepEqual(ids(filterRows(map.values(), { search: "ONERROR" })), [hostile]);
-    assert.deepEqual(visibleLiveRunIds(map.values(), {}), [hostile]);
+  test("hostile ids and facets survive page application unchanged", () => {
+    const state = createPageState();
+    const facets = { sessions: [hostile], tags: [amp] };
+    applyPageMessage(state, page({ order: [leaf(hostile)], upsert: [row(hostile)], facets }));
+    assert.deepEqual(orderIds(state), [hostile]);
+    assert.equal(state.rows.get(hostile).run_id, hostile);
+    assert.deepEqual(state.facets, { sessions: [hostile], tags: [amp] });
   });
 });

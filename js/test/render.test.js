@@ -1,10 +1,12 @@
 // Drives the real `render` against the tiny fake DOM in ../test_support.
 import assert from "node:assert/strict";
-import { afterEach, describe, test } from "node:test";
+import { afterEach, beforeEach, describe, mock, test } from "node:test";
 
 import { FakeDocument, FakeModel } from "../test_support/fake_dom.js";
+import { SEARCH_DEBOUNCE_MS } from "../run_panel.js";
 
-const frame = () => new Promise((resolve) => setTimeout(resolve, 40));
+const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const frame = () => wait(40); // longer than the 16 ms frame fallback
 
 function row(runId, extra = {}) {
   return {
@@ -23,6 +25,28 @@ function row(runId, extra = {}) {
   };
 }
 
+const leaf = (id) => [id, 0, 0, false];
+
+/** A page message; by default a reset showing `rows` as top-level leaves. */
+function pageMsg(rows, fields = {}) {
+  return {
+    type: "page",
+    reset: true,
+    order: rows.map((r) => leaf(r.run_id)),
+    upsert: rows,
+    counts: { running: rows.length },
+    total: rows.length,
+    matching: rows.length,
+    live_matching: rows.length,
+    page: 0,
+    page_count: 1,
+    page_size: 50,
+    facets: { sessions: [], tags: [] },
+    server_time: Date.now() / 1000,
+    ...fields,
+  };
+}
+
 const cleanups = [];
 afterEach(() => {
   while (cleanups.length) cleanups.pop()();
@@ -37,14 +61,20 @@ async function mount(title = "Runs") {
   cleanups.push(cleanup);
   const q = (sel) => el.querySelector(sel);
   const trs = () => el.querySelectorAll("tr").filter((tr) => tr.getAttribute("data-run-id") !== null);
+  const ids = () => trs().map((t) => t.getAttribute("data-run-id"));
   const tr = (id) => trs().find((t) => t.getAttribute("data-run-id") === id);
   const send = async (msg) => {
     model.emit("msg:custom", msg, []);
     await frame();
   };
-  const rows = (upsert, extra = {}) =>
-    send({ type: "rows", reset: false, upsert, remove: [], server_time: Date.now() / 1000, ...extra });
-  return { doc, el, model, cleanup, q, trs, tr, send, rows };
+  const views = () => model.sent.filter((m) => m.type === "view");
+  return { doc, el, model, cleanup, q, trs, ids, tr, send, views };
+}
+
+/** Change a <select>/<input> the way a user would. */
+function choose(control, value, event = "change") {
+  control.value = value;
+  control.dispatch(event);
 }
 
 describe("module", () => {
@@ -64,52 +94,147 @@ describe("render (fake DOM)", () => {
     assert.ok(!q(".ag-empty").hidden);
     assert.match(q(".ag-empty").textContent, /No runs yet\. Spawn one with context\.runner\(\)\.spawn_run/);
     assert.equal(q(".ag-title").textContent, "Runs");
+    assert.equal(q(".ag-counts").textContent, "no runs");
+    assert.equal(q("span.ag-page-info").textContent, "page 1 of 1");
+    assert.ok(q("button.ag-cancel-visible").disabled);
   });
 
-  test("renders rows newest first with header counts and status chips", async () => {
-    const { q, trs, rows } = await mount();
-    await rows(
-      [row("a", { created_at: 1 }), row("b", { created_at: 2, status: "failed", finished_at: 101 })],
-      { reset: true },
+  test("renders rows in the kernel's order with depth, toggles and header", async () => {
+    const { q, ids, tr, send } = await mount();
+    await send(
+      pageMsg(
+        [
+          row("top", { status: "failed", finished_at: 101 }),
+          row("p"),
+          row("c", { parent_run_id: "p" }),
+          row("g", { parent_run_id: "c" }),
+          row("shut"),
+        ],
+        {
+          // deliberately not sorted by anything the browser could compute
+          order: [leaf("top"), ["p", 0, 1, true], ["c", 1, 1, true], ["g", 2, 0, false], ["shut", 0, 3, false]],
+          counts: { running: 12, failed: 3, succeeded: 5 },
+          total: 20,
+          matching: 3,
+          live_matching: 4,
+          page: 1,
+          page_count: 4,
+        },
+      ),
     );
-    assert.deepEqual(trs().map((t) => t.getAttribute("data-run-id")), ["b", "a"]);
+    assert.deepEqual(ids(), ["top", "p", "c", "g", "shut"]);
     assert.ok(q(".ag-empty").hidden);
-    assert.equal(q(".ag-counts").textContent, "1 running · 1 failed · 2 total");
-    const chip = trs()[0].querySelector(".ag-status");
+    assert.equal(q(".ag-counts").textContent, "12 running · 5 succeeded · 3 failed · 20 total");
+    assert.equal(q("span.ag-page-info").textContent, "page 2 of 4");
+    assert.ok(!q("button.ag-prev").disabled);
+    assert.ok(!q("button.ag-next").disabled);
+    assert.equal(q("button.ag-cancel-visible").textContent, "Cancel all visible (4)");
+
+    const chip = tr("top").querySelector(".ag-status");
     assert.equal(chip.getAttribute("data-status"), "failed");
-    assert.equal(chip.textContent, "failed");
-    assert.equal(trs()[0].querySelector(".ag-col-duration").textContent, "1.0 s");
+    assert.equal(tr("top").querySelector(".ag-col-duration").textContent, "1.0 s");
+
+    // depth: class, marker and indentation grow with depth
+    assert.ok(!tr("p").classList.contains("ag-child"));
+    assert.ok(tr("p").querySelector(".ag-child-marker").hidden);
+    assert.ok(tr("c").classList.contains("ag-child"));
+    assert.ok(!tr("g").querySelector(".ag-child-marker").hidden);
+    const pad = (id) => parseFloat(tr(id).querySelector(".ag-col-id").style.paddingLeft);
+    assert.ok(pad("p") < pad("c") && pad("c") < pad("g"), "deeper rows are indented more");
+    // toggles: only parents, arrow and aria follow `expanded`
+    assert.ok(tr("top").querySelector("button.ag-toggle").hidden);
+    assert.ok(tr("g").querySelector("button.ag-toggle").hidden);
+    const open = tr("p").querySelector("button.ag-toggle");
+    const shut = tr("shut").querySelector("button.ag-toggle");
+    assert.ok(!open.hidden && !shut.hidden);
+    assert.equal(open.textContent, "▾");
+    assert.equal(open.getAttribute("aria-expanded"), "true");
+    assert.equal(shut.textContent, "▸");
+    assert.equal(shut.getAttribute("aria-expanded"), "false");
+    assert.equal(shut.getAttribute("title"), "Show 3 child runs");
   });
 
-  test("hostile strings render as literal text only", async () => {
-    const { el, tr, rows } = await mount();
-    const evil = "<img src=x onerror=alert(1)>";
-    await rows([row(evil, { tags: [evil], error: evil, traceback: evil, session_id: evil })]);
-    const r = tr(evil);
-    assert.ok(r, "row keyed by the literal id");
-    assert.equal(r.querySelector(".ag-id").textContent, evil);
-    assert.equal(r.querySelector(".ag-tag").textContent, evil);
-    assert.equal(r.querySelector("summary").textContent, evil);
-    assert.equal(r.querySelector("pre.ag-traceback").textContent, evil);
-    assert.equal(el.querySelectorAll("img").length, 0);
-  });
-
-  test("field updates patch the row in place", async () => {
-    const { doc, tr, rows } = await mount();
-    await rows([row("a", { created_at: 1 }), row("b", { created_at: 2 })]);
+  test("an incremental page patches the changed row in place", async () => {
+    const { doc, tr, ids, send } = await mount();
+    await send(pageMsg([row("a"), row("b")]));
     const before = tr("a");
     const cell = before.querySelector(".ag-col-graph");
     const mutations = doc.mutations;
-    await rows([row("a", { created_at: 1, graph_id: "changed" })]);
+    await send(
+      pageMsg([row("a", { graph_id: "changed" })], {
+        reset: false,
+        order: [leaf("a"), leaf("b")],
+        counts: { running: 2 },
+        total: 2,
+        matching: 2,
+        live_matching: 2,
+      }),
+    );
+    assert.deepEqual(ids(), ["a", "b"], "b is still shown from the cache");
     assert.equal(tr("a"), before, "same <tr> element");
     assert.equal(before.querySelector(".ag-col-graph"), cell, "same cell");
     assert.equal(cell.textContent, "changed");
     assert.equal(doc.mutations - mutations, 1, "only the cell's text node was swapped");
   });
 
+  test("a new order moves existing rows, adds new ones and drops leavers", async () => {
+    const { tr, ids, send } = await mount();
+    await send(pageMsg([row("a"), row("b"), row("c")]));
+    const b = tr("b");
+    await send(pageMsg([row("n")], { reset: false, order: [leaf("n"), leaf("b"), leaf("a")] }));
+    assert.deepEqual(ids(), ["n", "b", "a"]);
+    assert.equal(tr("b"), b, "rows that stay keep their element");
+  });
+
+  test("a reset page reuses rows still shown", async () => {
+    const { tr, ids, send } = await mount();
+    await send(pageMsg([row("a"), row("b")]));
+    const a = tr("a");
+    await send(pageMsg([row("a", { status: "succeeded", finished_at: 101 })]));
+    assert.deepEqual(ids(), ["a"]);
+    assert.equal(tr("a"), a);
+    assert.equal(a.querySelector(".ag-status").getAttribute("data-status"), "succeeded");
+  });
+
+  test("empty texts: no runs at all vs nothing matching", async () => {
+    const { q, send } = await mount();
+    await send(pageMsg([], { total: 0, matching: 0 }));
+    assert.ok(!q(".ag-empty").hidden);
+    assert.match(q(".ag-empty").textContent, /^No runs yet/);
+    await send(pageMsg([], { counts: { failed: 2 }, total: 2, matching: 0 }));
+    assert.ok(!q(".ag-empty").hidden);
+    assert.equal(q(".ag-empty").textContent, "No runs match the current filters.");
+    assert.equal(q(".ag-counts").textContent, "2 failed · 2 total");
+  });
+
+  test("hostile strings render as literal text only", async () => {
+    const { el, q, tr, send } = await mount();
+    const evil = "<img src=x onerror=alert(1)>";
+    await send(
+      pageMsg([row(evil, { tags: [evil], error: evil, traceback: evil, session_id: evil, graph_id: evil })], {
+        facets: { sessions: [evil], tags: [evil] },
+        counts: { [evil]: 1 },
+        total: 1,
+      }),
+    );
+    const r = tr(evil);
+    assert.ok(r, "row keyed by the literal id");
+    assert.equal(r.querySelector(".ag-id").textContent, evil);
+    assert.equal(r.querySelector(".ag-col-graph").textContent, evil);
+    assert.equal(r.querySelector(".ag-tag").textContent, evil);
+    assert.equal(r.querySelector("summary").textContent, evil);
+    assert.equal(r.querySelector("pre.ag-traceback").textContent, evil);
+    assert.ok(r.querySelector("details.ag-error-details"));
+    assert.equal(q(".ag-counts").textContent, `1 ${evil} · 1 total`);
+    const labels = (sel) => q(sel).querySelectorAll("option").map((o) => o.textContent);
+    assert.ok(labels("select.ag-filter-session").includes(evil));
+    assert.ok(labels("select.ag-filter-tag").includes(evil));
+    assert.equal(el.querySelectorAll("img").length, 0);
+  });
+
   test("cancel buttons follow the status; a click sends cancel", async () => {
-    const { model, tr, rows } = await mount();
-    await rows([row("live"), row("done", { status: "succeeded", finished_at: 102 })]);
+    const { model, tr, send } = await mount();
+    await send(pageMsg([row("live"), row("done", { status: "succeeded", finished_at: 102 })]));
     assert.equal(tr("done").querySelector("button.ag-cancel"), null);
     const button = tr("live").querySelector("button.ag-cancel");
     assert.equal(button.textContent, "Cancel");
@@ -118,105 +243,215 @@ describe("render (fake DOM)", () => {
     assert.deepEqual(model.sent.at(-1), { type: "cancel", run_id: "live" });
     await frame();
     assert.ok(button.disabled, "disabled while the request is in flight");
-    await rows([row("live", { status: "cancellation_requested" })]);
+    assert.equal(button.textContent, "Cancelling…");
+    const order = [leaf("live"), leaf("done")];
+    await send(pageMsg([row("live", { status: "cancellation_requested" })], { reset: false, order }));
     assert.equal(tr("live").querySelector("button.ag-cancel"), button, "same button element");
     assert.equal(button.textContent, "Cancelling…");
     assert.ok(button.disabled);
-    await rows([row("live", { status: "canceled", finished_at: 103 })]);
+    await send(pageMsg([row("live", { status: "canceled", finished_at: 103 })], { reset: false, order }));
     assert.equal(tr("live").querySelector("button.ag-cancel"), null);
   });
 
   test("rows stay put while the mouse is down, then re-order", async () => {
-    const { trs, tr, rows } = await mount();
-    await rows([row("old", { created_at: 1 })]);
+    const { ids, tr, send } = await mount();
+    await send(pageMsg([row("old")]));
     tr("old").querySelector("button.ag-cancel").dispatch("mousedown");
-    await rows([row("new", { created_at: 2 })]);
-    assert.deepEqual(trs().map((t) => t.getAttribute("data-run-id")), ["old"]);
+    await send(pageMsg([row("new")], { reset: false, order: [leaf("new"), leaf("old")] }));
+    assert.deepEqual(ids(), ["old"], "held");
+    // cell patches still happen while held
+    await send(pageMsg([row("old", { graph_id: "patched" })], { reset: false, order: [leaf("new"), leaf("old")] }));
+    assert.equal(tr("old").querySelector(".ag-col-graph").textContent, "patched");
+    assert.deepEqual(ids(), ["old"]);
     tr("old").querySelector("button.ag-cancel").dispatch("click");
     await frame();
-    assert.deepEqual(trs().map((t) => t.getAttribute("data-run-id")), ["new", "old"]);
+    assert.deepEqual(ids(), ["new", "old"]);
   });
 
-  test("children sit under their parent and collapse with the toggle", async () => {
-    const { trs, tr, rows } = await mount();
-    await rows([
-      row("p", { created_at: 1 }),
-      row("c", { created_at: 2, parent_run_id: "p" }),
-      row("other", { created_at: 3 }),
-    ]);
-    assert.deepEqual(trs().map((t) => t.getAttribute("data-run-id")), ["other", "p", "c"]);
-    assert.ok(tr("c").classList.contains("ag-child"));
-    assert.ok(!tr("c").querySelector(".ag-child-marker").hidden);
-    const toggle = tr("p").querySelector("button.ag-toggle");
-    assert.ok(!toggle.hidden);
-    assert.ok(tr("other").querySelector("button.ag-toggle").hidden);
-    toggle.dispatch("click");
-    await frame();
-    assert.deepEqual(trs().map((t) => t.getAttribute("data-run-id")), ["other", "p"]);
-    toggle.dispatch("click");
-    await frame();
-    assert.deepEqual(trs().map((t) => t.getAttribute("data-run-id")), ["other", "p", "c"]);
+  test("a status filter change sends a view on page 0 and keeps toggles", async () => {
+    const { q, tr, send, views } = await mount();
+    const order = [["p", 0, 1, true], ["c", 1, 0, false]];
+    await send(pageMsg([row("p"), row("c", { parent_run_id: "p" })], { order, page: 2, page_count: 3 }));
+    tr("p").querySelector("button.ag-toggle").dispatch("click");
+    choose(q("select.ag-filter-status"), "failed");
+    assert.deepEqual(views().at(-1), {
+      type: "view",
+      page: 0,
+      status: "failed",
+      session: "",
+      tag: "",
+      search: "",
+      expanded: [],
+      collapsed: ["p"],
+    });
   });
 
-  test("filters, search and cancel-all-visible", async () => {
-    const { model, q, trs, rows } = await mount();
-    await rows([
-      row("a", { session_id: "s1", tags: ["x"] }),
-      row("b", { session_id: "s2", status: "pending" }),
-      row("c", { session_id: "s1", status: "failed" }),
-    ]);
+  test("session and tag selects list the facets, keep the choice, and send views", async () => {
+    const { q, send, views } = await mount();
+    await send(pageMsg([row("a")], { facets: { sessions: ["s1", "s2", null], tags: ["x", "y"] } }));
     const values = (sel) => q(sel).querySelectorAll("option").map((o) => o.value);
-    assert.deepEqual(values("select.ag-filter-session"), ["", "s1", "s2"]);
-    assert.deepEqual(values("select.ag-filter-tag"), ["", "x"]);
-
     const session = q("select.ag-filter-session");
-    session.value = "s1";
-    session.dispatch("change");
-    await frame();
-    assert.deepEqual(trs().map((t) => t.getAttribute("data-run-id")).sort(), ["a", "c"]);
+    assert.equal(values("select.ag-filter-session").length, 4, "all, (no session), s1, s2");
+    assert.deepEqual(values("select.ag-filter-session").filter((v) => v.startsWith("s")), ["s1", "s2"]);
+    assert.equal(session.querySelectorAll("option")[1].textContent, "(no session)");
+    assert.deepEqual(values("select.ag-filter-tag"), ["", "x", "y"]);
 
-    const button = q("button.ag-cancel-visible");
-    assert.ok(!button.disabled);
-    button.dispatch("click");
-    assert.deepEqual(model.sent.at(-1), { type: "cancel_many", run_ids: ["a"] });
+    choose(session, "s2");
+    assert.equal(views().at(-1).session, "s2");
+    // the kernel's answer no longer lists s2 (its runs are gone): the choice stays
+    await send(pageMsg([], { total: 3, facets: { sessions: ["s1"], tags: ["x"] } }));
+    assert.deepEqual(values("select.ag-filter-session"), ["", "s1", "s2"]);
+    assert.equal(session.value, "s2");
 
-    const status = q("select.ag-filter-status");
-    status.value = "failed";
-    status.dispatch("change");
+    choose(session, session.querySelectorAll("option")[0].value);
+    assert.equal(views().at(-1).session, "", "all sessions");
     await frame();
-    assert.ok(button.disabled, "no live row visible");
+    assert.deepEqual(values("select.ag-filter-session"), ["", "s1"], "the vanished s2 goes once unselected");
 
-    status.value = "all";
-    status.dispatch("change");
-    session.value = "";
-    session.dispatch("change");
-    const search = q("input.ag-search");
-    search.value = "B";
-    search.dispatch("input");
-    await frame();
-    assert.deepEqual(trs().map((t) => t.getAttribute("data-run-id")), ["b"]);
-    search.value = "zzz";
-    search.dispatch("input");
-    await frame();
-    assert.equal(trs().length, 0);
-    assert.equal(q(".ag-empty").textContent, "No runs match the current filters.");
+    await send(pageMsg([], { total: 3, facets: { sessions: ["s1", null], tags: ["x"] } }));
+    choose(session, session.querySelectorAll("option")[1].value);
+    assert.equal(views().at(-1).session, null, "(no session) is sent as null");
+
+    choose(q("select.ag-filter-tag"), "x");
+    assert.deepEqual(views().at(-1), {
+      type: "view",
+      page: 0,
+      status: "all",
+      session: null,
+      tag: "x",
+      search: "",
+      expanded: [],
+      collapsed: [],
+    });
+    await send(pageMsg([], { total: 3, facets: { sessions: [], tags: [] } }));
+    assert.deepEqual(values("select.ag-filter-tag"), ["", "x"], "the chosen tag stays listed");
+    assert.equal(q("select.ag-filter-tag").value, "x");
+    assert.equal(session.querySelectorAll("option")[1].textContent, "(no session)", "so does (no session)");
   });
 
-  test("pages of 50 top-level rows", async () => {
-    const { q, trs, rows } = await mount();
-    await rows(Array.from({ length: 120 }, (_, i) => row(`r${i}`, { created_at: i })), { reset: true });
-    assert.equal(trs().length, 50);
-    assert.equal(q(".ag-page-info").textContent, "page 1 of 3");
-    assert.ok(q(".ag-prev").disabled);
-    q(".ag-next").dispatch("click");
-    q(".ag-next").dispatch("click");
+  test("search is debounced: one view after typing stops", async () => {
+    const { q, send, views } = await mount();
+    await send(pageMsg([row("a")], { page: 1, page_count: 2 }));
+    const search = q("input.ag-search");
+    choose(search, "b", "input");
+    choose(search, "bo", "input");
+    choose(search, " boom ", "input");
+    assert.equal(views().length, 0, "nothing sent while typing");
+    await wait(SEARCH_DEBOUNCE_MS / 2);
+    assert.equal(views().length, 0, "still waiting");
+    await wait(SEARCH_DEBOUNCE_MS + 60);
+    assert.equal(views().length, 1, "exactly one view");
+    assert.deepEqual(views()[0], {
+      type: "view",
+      page: 0,
+      status: "all",
+      session: "",
+      tag: "",
+      search: "boom",
+      expanded: [],
+      collapsed: [],
+    });
+    // typed and erased again before the pause: no new request
+    choose(search, "boomx", "input");
+    choose(search, "boom", "input");
+    await wait(SEARCH_DEBOUNCE_MS + 60);
+    assert.equal(views().length, 1);
+  });
+
+  test("a filter change while a search is pending sends one view with both", async () => {
+    const { q, views } = await mount();
+    choose(q("input.ag-search"), "err", "input");
+    choose(q("select.ag-filter-status"), "live");
+    assert.equal(views().length, 1);
+    assert.equal(views()[0].search, "err");
+    assert.equal(views()[0].status, "live");
+    await wait(SEARCH_DEBOUNCE_MS + 60);
+    assert.equal(views().length, 1, "the pending search was folded in, not sent again");
+  });
+
+  test("the pager asks for the next and previous page", async () => {
+    const { q, send, views } = await mount();
+    const prev = q("button.ag-prev");
+    const next = q("button.ag-next");
+    await send(pageMsg([row("a")], { page: 0, page_count: 3, matching: 120 }));
+    assert.equal(q("span.ag-page-info").textContent, "page 1 of 3");
+    assert.ok(prev.disabled);
+    assert.ok(!next.disabled);
+    prev.dispatch("click");
+    assert.equal(views().length, 0, "no page before the first");
+    next.dispatch("click");
+    assert.equal(views().at(-1).page, 1);
+    next.dispatch("click");
+    assert.equal(views().at(-1).page, 1, "counted from the page shown, not from an unanswered request");
+    await send(pageMsg([row("b")], { page: 2, page_count: 3, matching: 120 }));
+    assert.equal(q("span.ag-page-info").textContent, "page 3 of 3");
+    assert.ok(next.disabled);
+    next.dispatch("click");
+    assert.equal(views().length, 2, "no page after the last");
+    prev.dispatch("click");
+    assert.equal(views().at(-1).page, 1);
+  });
+
+  test("the toggle asks the kernel to close or open a parent, on the same page", async () => {
+    const { tr, send, views } = await mount();
+    const order = [["p", 0, 2, true], ["c1", 1, 0, false], ["c2", 1, 0, false], ["q", 0, 1, false]];
+    const rows = [row("p"), row("c1", { parent_run_id: "p" }), row("c2", { parent_run_id: "p" }), row("q")];
+    await send(pageMsg(rows, { order, page: 1, page_count: 2 }));
+    tr("p").querySelector("button.ag-toggle").dispatch("click");
+    assert.deepEqual(views().at(-1), {
+      type: "view",
+      page: 1,
+      status: "all",
+      session: "",
+      tag: "",
+      search: "",
+      expanded: [],
+      collapsed: ["p"],
+    });
+    tr("q").querySelector("button.ag-toggle").dispatch("click");
+    assert.deepEqual([views().at(-1).expanded, views().at(-1).collapsed], [["q"], ["p"]]);
+    // the kernel answers with the children of p gone
+    const answer = [["p", 0, 2, false], ["q", 0, 1, true]];
+    await send(pageMsg([row("p"), row("q")], { order: answer, page: 1, page_count: 2 }));
+    assert.equal(tr("c1"), undefined);
+    assert.equal(tr("p").querySelector("button.ag-toggle").textContent, "▸");
+    tr("p").querySelector("button.ag-toggle").dispatch("click");
+    assert.deepEqual([views().at(-1).expanded, views().at(-1).collapsed], [["q", "p"], []]);
+  });
+
+  test("cancel all visible sends cancel_matching and is disabled with nothing live", async () => {
+    const { model, q, tr, send } = await mount();
+    const button = q("button.ag-cancel-visible");
+    await send(pageMsg([row("a"), row("b", { status: "failed", finished_at: 101 })], { live_matching: 7 }));
+    assert.ok(!button.disabled);
+    assert.equal(button.textContent, "Cancel all visible (7)");
+    button.dispatch("click");
+    assert.deepEqual(model.sent.at(-1), { type: "cancel_matching" });
     await frame();
-    assert.equal(q(".ag-page-info").textContent, "page 3 of 3");
-    assert.equal(trs().length, 20);
-    assert.ok(q(".ag-next").disabled);
-    await rows([], { remove: Array.from({ length: 100 }, (_, i) => `r${i + 20}`) });
-    assert.equal(q(".ag-page-info").textContent, "page 1 of 1", "clamped after rows vanished");
-    assert.equal(trs().length, 20);
+    assert.equal(tr("a").querySelector("button.ag-cancel").textContent, "Cancelling…", "shown at once");
+
+    await send(pageMsg([row("b", { status: "failed", finished_at: 101 })], { live_matching: 0 }));
+    assert.ok(button.disabled);
+    assert.equal(button.textContent, "Cancel all visible");
+    const sent = model.sent.length;
+    button.dispatch("click");
+    assert.equal(model.sent.length, sent, "nothing sent when nothing is live");
+  });
+
+  test("live durations tick with the server clock offset", async () => {
+    const { tr, send } = await mount();
+    const serverNow = Date.now() / 1000 + 3600; // the kernel's clock is an hour ahead
+    await send(pageMsg([row("a", { started_at: serverNow - 5 })], { server_time: serverNow }));
+    assert.equal(tr("a").querySelector(".ag-col-duration").textContent, "5.0 s");
+  });
+
+  test("malformed messages change nothing", async () => {
+    const { ids, send } = await mount();
+    await send(pageMsg([row("a")]));
+    for (const bad of [null, "page", { type: "rows", reset: true, upsert: [] }, { type: "page", reset: true }]) {
+      await send(bad);
+    }
+    assert.deepEqual(ids(), ["a"]);
   });
 
   test("notice and title updates", async () => {
@@ -230,15 +465,87 @@ describe("render (fake DOM)", () => {
     assert.equal(q(".ag-title").textContent, "<b>New</b>");
   });
 
-  test("cleanup removes listeners, handlers and the panel", async () => {
-    const { el, model, cleanup, rows } = await mount();
-    await rows([row("a")]);
+  test("cleanup removes listeners, handlers, timers and the panel", async () => {
+    const { el, q, model, cleanup, send } = await mount();
+    await send(pageMsg([row("a")]));
+    choose(q("input.ag-search"), "pending", "input");
     const panel = el.querySelector(".ag-run-panel");
     cleanup();
     cleanups.pop();
     assert.equal(model.handlerCount(), 0);
     assert.equal(panel.listenerCount(), 0);
     assert.equal(el.querySelector(".ag-run-panel"), null);
-    model.emit("msg:custom", { type: "rows", reset: true, upsert: [] }, []);
+    model.emit("msg:custom", pageMsg([]), []);
+    await wait(SEARCH_DEBOUNCE_MS + 60);
+    assert.equal(model.sent.filter((m) => m.type === "view").length, 0, "the pending search was dropped");
+  });
+});
+
+// Timer-driven behaviour, on node's mocked clock so no test sleeps for seconds.
+// With mocked timers the real-time helpers (frame, send) would never resolve:
+// these tests emit messages directly and advance the clock with tick().
+describe("timers (mocked clock)", () => {
+  const tick = (ms) => mock.timers.tick(ms);
+  const emitPage = (model, rows, fields) => {
+    model.emit("msg:custom", pageMsg(rows, { server_time: Date.now() / 1000, ...fields }), []);
+    tick(20); // one frame
+  };
+
+  beforeEach(() => mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"], now: 1_700_000_000_000 }));
+  afterEach(() => {
+    while (cleanups.length) cleanups.pop()(); // clear the panel's timers while they are still mocked
+    mock.timers.reset();
+  });
+
+  test("a held table re-orders after 1.5 s even without a click", async () => {
+    const { model, ids, tr } = await mount();
+    emitPage(model, [row("old")]);
+    tr("old").querySelector("button.ag-cancel").dispatch("mousedown");
+    emitPage(model, [row("new")], { reset: false, order: [leaf("new"), leaf("old")] });
+    tick(1400);
+    assert.deepEqual(ids(), ["old"], "still held");
+    tick(150);
+    tick(20);
+    assert.deepEqual(ids(), ["new", "old"]);
+  });
+
+  test("a notice hides itself after 6 s", async () => {
+    const { model, q } = await mount();
+    model.emit("msg:custom", { type: "notice", level: "info", text: "cancelled 3 runs" }, []);
+    tick(5900);
+    assert.ok(!q(".ag-notice").hidden);
+    assert.equal(q(".ag-notice").getAttribute("data-level"), "info");
+    tick(200);
+    assert.ok(q(".ag-notice").hidden);
+  });
+
+  test("live durations tick every second; finished ones stay put", async () => {
+    const { model, tr } = await mount();
+    const now = Date.now() / 1000;
+    emitPage(model, [
+      row("live", { started_at: now - 1 }),
+      row("done", { status: "succeeded", started_at: now - 9, finished_at: now - 7 }),
+    ]);
+    const duration = (id) => tr(id).querySelector(".ag-col-duration").textContent;
+    assert.equal(duration("live"), "1.0 s");
+    tick(1000);
+    assert.equal(duration("live"), "2.0 s");
+    tick(2000);
+    assert.equal(duration("live"), "4.0 s");
+    assert.equal(duration("done"), "2.0 s");
+  });
+
+  test("a local Cancelling… gives way to Cancel after 10 s without news", async () => {
+    const { model, tr } = await mount();
+    emitPage(model, [row("a")]);
+    const button = tr("a").querySelector("button.ag-cancel");
+    button.dispatch("click");
+    tick(20);
+    assert.equal(button.textContent, "Cancelling…");
+    tick(9000);
+    assert.ok(button.disabled);
+    tick(2000);
+    assert.equal(button.textContent, "Cancel");
+    assert.ok(!button.disabled);
   });
 });
