@@ -290,6 +290,26 @@ export function withFilters(view, filters) {
   return same ? view : { ...next, page: 0 };
 }
 
+/**
+ * Adopt the filters the kernel reports for a reset page (`msg.view`): a panel
+ * made with `RunPanel(status="live")`, or changed from another display of the
+ * same model, must show its real filters in the controls. Malformed fields keep
+ * the current value; the page is left to the page message itself.
+ */
+export function viewFromKernel(view, kernelView) {
+  if (!isPlainObject(kernelView)) return view;
+  const next = { ...view };
+  if (typeof kernelView.status === "string" && kernelView.status) next.status = kernelView.status;
+  if (kernelView.session === null || typeof kernelView.session === "string") {
+    next.session = kernelView.session;
+  }
+  if (typeof kernelView.tag === "string") next.tag = kernelView.tag;
+  if (typeof kernelView.search === "string") next.search = cleanSearch(kernelView.search);
+  if (Array.isArray(kernelView.expanded)) next.expanded = idList(kernelView.expanded);
+  if (Array.isArray(kernelView.collapsed)) next.collapsed = idList(kernelView.collapsed);
+  return next;
+}
+
 /** Ask for another page (filters unchanged). */
 export function withPage(view, page) {
   return { ...view, page: intAtLeast(page, 0, 0) };
@@ -870,6 +890,14 @@ function createView(model, el) {
     // The next view message describes the page the user is looking at (the
     // kernel may have moved it, e.g. back after runs disappeared).
     viewState = withPage(viewState, state.page);
+    if (msg.reset === true && isPlainObject(msg.view) && searchTimer === null) {
+      // Show the filters the kernel is applying (unless the user is mid-typing).
+      viewState = viewFromKernel(viewState, msg.view);
+      ui.status.value = viewState.status;
+      ui.search.value = viewState.search;
+      dirty.options = true;
+      optionsKey = null;
+    }
     // Local "Cancelling…" marks need no clean-up here: a run that can no
     // longer be cancelled shows the kernel's state anyway (cancelMode), and
     // tick() forgets every mark after CANCEL_PENDING_MS.

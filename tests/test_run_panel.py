@@ -274,6 +274,8 @@ async def test_status_filter_drops_rows_that_leave_it(registry):
     await manager.wait_run(record.run_id)
     await settle(panel)
     assert record.run_id not in rows_seen(panel)
+    panel.handle_message({"type": "hello"})
+    assert panel.comm.sent[-1]["view"]["status"] == "live"  # the controls can show it
     with pytest.raises(ValueError, match="unknown status"):
         RunPanel(manager, status="bogus")
     panel.close()

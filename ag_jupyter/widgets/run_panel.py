@@ -11,7 +11,8 @@ Protocol (custom messages):
   changed: ``{"type": "page", "reset", "order": [[run_id, depth, child_count, expanded]...],
   "upsert": [row...] (rows of ``order`` new to the browser or changed), "counts",
   "total", "matching", "live_matching", "page", "page_count", "page_size", "facets":
-  {"sessions", "tags"}, "server_time"}``; and ``{"type": "notice", "level", "text"}``.
+  {"sessions", "tags"}, "view": {the filters in effect, so the controls can show them},
+  "server_time"}``; and ``{"type": "notice", "level", "text"}``.
 - browser -> kernel: ``{"type": "hello"}`` (a view rendered: answered with a reset page),
   ``{"type": "view", "page", "status", "session", "tag", "search", "expanded",
   "collapsed"}``, ``{"type": "cancel", "run_id"}``, ``{"type": "cancel_matching"}``
@@ -89,12 +90,19 @@ class PanelView:
     """
 
     page: int = 0
+    status: str = "all"  # as the user chose it: "all", "live" or a status
     statuses: frozenset[RunStatus] | None = None
     session: str | None = ALL
     tag: str = ALL
     search: str = ""
     expanded: set[str] = field(default_factory=set)
     collapsed: set[str] = field(default_factory=set)
+
+    def to_message(self) -> dict[str, Any]:
+        """The filters as the front end's controls show them (echoed in page messages)."""
+        return {"status": self.status, "session": self.session, "tag": self.tag,
+                "search": self.search, "expanded": sorted(self.expanded),
+                "collapsed": sorted(self.collapsed)}
 
     def matches(self, record: RunRecord) -> bool:
         """Whether ``record`` passes the filters (paging aside)."""
@@ -151,9 +159,11 @@ def view_from_message(content: dict[str, Any]) -> PanelView:
     for name, ids in (("expanded", opened), ("collapsed", closed)):
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ValueError(f"view.{name} must be a list of run ids")
+    status = content.get("status") or "all"
     return PanelView(
         page=page,
-        statuses=parse_statuses(content.get("status")),
+        status=status,
+        statuses=parse_statuses(status),
         session=session,
         tag=tag,
         search=search.strip().lower(),
@@ -206,8 +216,8 @@ class RunPanel(anywidget.AnyWidget):
     ) -> None:
         if not refresh_s > 0:
             raise ValueError(f"refresh_s must be a positive number of seconds, got {refresh_s!r}")
-        view = PanelView(statuses=parse_statuses(status), session=ALL if session is None
-                         else session)
+        view = PanelView(status=status or "all", statuses=parse_statuses(status),
+                         session=ALL if session is None else session)
         super().__init__(title=title, **kwargs)
         self._manager = manager
         self._refresh_s = float(refresh_s)
@@ -321,6 +331,7 @@ class RunPanel(anywidget.AnyWidget):
                 "sessions": sorted(self._sessions, key=lambda s: (s is None, s or "")),
                 "tags": sorted(self._tags),
             },
+            "view": view.to_message(),
         }
 
     def _append_with_children(self, order: list[list[Any]], record: RunRecord, depth: int) -> None:

@@ -20,6 +20,7 @@ import {
   statusLabel,
   summaryText,
   toText,
+  viewFromKernel,
   viewMessage,
   withFilters,
   withPage,
@@ -517,5 +518,23 @@ describe("untrusted text stays text", () => {
     assert.deepEqual(orderIds(state), [hostile]);
     assert.equal(state.rows.get(hostile).run_id, hostile);
     assert.deepEqual(state.facets, { sessions: [hostile], tags: [amp] });
+  });
+});
+
+describe("viewFromKernel", () => {
+  test("adopts the kernel's filters and keeps the current value for malformed fields", () => {
+    const base = defaultView();
+    const next = viewFromKernel(base, {
+      status: "live", session: null, tag: "t", search: "  x  ", expanded: ["p", "p", 3], collapsed: "no",
+    });
+    assert.equal(next.status, "live");
+    assert.equal(next.session, null);
+    assert.equal(next.tag, "t");
+    assert.equal(next.search, "x");
+    assert.deepEqual(next.expanded, ["p"]);
+    assert.deepEqual(next.collapsed, []);
+    assert.notEqual(next, base);
+    assert.equal(viewFromKernel(base, "nope"), base);
+    assert.equal(viewFromKernel(base, { status: 7 }).status, "all");
   });
 });

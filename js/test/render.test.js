@@ -99,6 +99,28 @@ describe("render (fake DOM)", () => {
     assert.ok(q("button.ag-cancel-visible").disabled);
   });
 
+  test("a reset page's view sets the controls to the kernel's filters", async () => {
+    const { q, send, views, model } = await mount();
+    await send(
+      pageMsg([row("a", { session_id: "s1", tags: ["t"] })], {
+        facets: { sessions: ["s1"], tags: ["t"] },
+        view: { status: "live", session: "s1", tag: "t", search: "abc", expanded: [], collapsed: [] },
+      }),
+    );
+    assert.equal(q("select.ag-filter-status").value, "live");
+    assert.equal(q("select.ag-filter-session").value, "s1");
+    assert.equal(q("select.ag-filter-tag").value, "t");
+    assert.equal(q("input.ag-search").value, "abc");
+    // the next view message keeps those filters instead of silently dropping them
+    q("button.ag-next").dispatch("click");
+    choose(q("select.ag-filter-tag"), "");
+    const last = views().at(-1);
+    assert.equal(last.status, "live");
+    assert.equal(last.session, "s1");
+    assert.equal(last.search, "abc");
+    assert.ok(model.sent.length >= 2);
+  });
+
   test("renders rows in the kernel's order with depth, toggles and header", async () => {
     const { q, ids, tr, send } = await mount();
     await send(
