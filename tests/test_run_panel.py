@@ -314,3 +314,33 @@ def test_row_times_are_epoch_seconds():
     row = record_to_row(record)
     assert abs(row["created_at"] - time.time()) < 5
     assert row["started_at"] is None and row["status"] == "pending"
+
+
+async def test_unfiltered_fast_path_agrees_with_a_full_scan(registry, monkeypatch):
+    import ag_jupyter.widgets.run_panel as run_panel_module
+    from ag_jupyter.widgets.run_panel import PanelView
+
+    @graph_fn("p_fan", registry=registry)
+    async def p_fan(n: int, context):
+        for _ in range(n):
+            await context.runner().run_and_wait("p_sleep", inputs={})
+        return n
+
+    manager = RunManager(registry=registry)
+    for i in range(40):
+        await manager.run_and_wait("p_fan" if i % 3 == 0 else "p_sleep",
+                                   inputs={"n": 2} if i % 3 == 0 else {})
+    # a small cap makes the panel drop its oldest runs, parents before their children
+    monkeypatch.setattr(run_panel_module, "MAX_RUNS", 45)
+    panel = RunPanel(manager, refresh_s=0.02)
+    for _ in range(3):
+        await manager.run_and_wait("p_fan", inputs={"n": 2})
+    for page in range(3):
+        panel._view = PanelView(page=page)
+        fast = panel.compute_page()
+        panel._view = PanelView(page=page, statuses=frozenset(RunStatus))  # matches all
+        scanned = panel.compute_page()
+        for key in ("order", "matching", "live_matching", "page", "page_count", "total"):
+            assert fast[key] == scanned[key], (key, page)
+    assert panel.compute_page()["total"] == 45
+    panel.close()

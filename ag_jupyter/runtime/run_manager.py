@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import traceback
@@ -50,6 +51,9 @@ class RunEvent(NamedTuple):
 
 
 RunEventCallback = Callable[[RunEvent], None]
+# RunEvent(kind, record) goes through a Python-level __new__; this is the same tuple, built
+# in C (three events per run reach every subscriber).
+_new_event = functools.partial(tuple.__new__, RunEvent)
 
 
 @dataclass(eq=False, slots=True)
@@ -119,7 +123,7 @@ class RunManager:
         self._live: dict[str, LiveRun] = {}
         self._queue: deque[LiveRun] = deque()
         self._active = 0
-        self._subscribers: list[RunEventCallback] = []
+        self._subscribers: tuple[RunEventCallback, ...] = ()
         self._closed = False
         _all_managers.add(self)
         # Finished records this process saw, for sync readers (magics, panel snapshots).
@@ -198,19 +202,23 @@ class RunManager:
         exception in one is logged and never reaches the run or other subscribers.
         Returns a function that unsubscribes (idempotent).
         """
-        self._subscribers.append(callback)
+        # A tuple replaced on change: _emit iterates it without copying, and a callback
+        # may unsubscribe while being called.
+        self._subscribers = (*self._subscribers, callback)
 
         def unsubscribe() -> None:
+            subscribers = list(self._subscribers)
             with contextlib.suppress(ValueError):
-                self._subscribers.remove(callback)
+                subscribers.remove(callback)
+            self._subscribers = tuple(subscribers)
 
         return unsubscribe
 
     def _emit(self, kind: Literal["created", "changed"], record: RunRecord) -> None:
         if not self._subscribers:
             return
-        event = RunEvent(kind, record)
-        for callback in tuple(self._subscribers):
+        event = _new_event((kind, record))
+        for callback in self._subscribers:
             try:
                 callback(event)
             except Exception:

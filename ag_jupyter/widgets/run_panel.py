@@ -28,7 +28,7 @@ import logging
 import math
 import time
 import weakref
-from collections import Counter
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -103,6 +103,11 @@ class PanelView:
         return {"status": self.status, "session": self.session, "tag": self.tag,
                 "search": self.search, "expanded": sorted(self.expanded),
                 "collapsed": sorted(self.collapsed)}
+
+    @property
+    def filtered(self) -> bool:
+        """Whether any filter is set (paging and expansion aside)."""
+        return bool(self.statuses is not None or self.session != ALL or self.tag or self.search)
 
     def matches(self, record: RunRecord) -> bool:
         """Whether ``record`` passes the filters (paging aside)."""
@@ -222,9 +227,11 @@ class RunPanel(anywidget.AnyWidget):
         self._manager = manager
         self._refresh_s = float(refresh_s)
         self._view = view
-        self._records: dict[str, RunRecord] = {}
+        self._records: OrderedDict[str, RunRecord] = OrderedDict()  # creation order
         self._children: dict[str, list[str]] = {}
-        self._counts: Counter[RunStatus] = Counter()
+        self._counts: dict[RunStatus, int] = dict.fromkeys(RunStatus, 0)
+        self._nested = 0  # records whose parent is also a record here (not top-level)
+        self._changed: dict[str, RunRecord] = {}  # latest records not yet in _records
         self._sessions: set[str | None] = set()
         self._tags: set[str] = set()
         for record in manager.recent_records():
@@ -247,32 +254,49 @@ class RunPanel(anywidget.AnyWidget):
 
     # ------------------------------------------------------------ the run table
     def _add(self, record: RunRecord) -> None:
-        old = self._records.get(record.run_id)
-        if old is None:
-            if record.parent_run_id is not None:
-                self._children.setdefault(record.parent_run_id, []).append(record.run_id)
-            self._sessions.add(record.session_id)
-            self._tags.update(record.tags)
-            if len(self._records) >= MAX_RUNS:
-                self._drop_oldest()
+        # Hot path: called for every record change while the panel is open.
+        records, counts = self._records, self._counts
+        old = records.get(record.run_id)
+        if old is not None:
+            counts[old.status] -= 1
         else:
-            self._counts[old.status] -= 1
-        self._records[record.run_id] = record
-        self._counts[record.status] += 1
+            parent = record.parent_run_id
+            if parent is not None:
+                self._children.setdefault(parent, []).append(record.run_id)
+                if parent in records:
+                    self._nested += 1
+            self._sessions.add(record.session_id)
+            if record.tags:
+                self._tags.update(record.tags)
+            if len(records) >= MAX_RUNS:
+                self._drop_oldest()
+        records[record.run_id] = record
+        counts[record.status] += 1
 
     def _drop_oldest(self) -> None:
-        oldest = next(iter(self._records.values()))
-        del self._records[oldest.run_id]
+        records = self._records
+        _, oldest = records.popitem(last=False)  # O(1); next(iter(dict)) degrades to O(n)
         self._counts[oldest.status] -= 1
-        self._children.pop(oldest.run_id, None)
+        if oldest.parent_run_id in records:
+            self._nested -= 1
+        # its children still shown become top-level rows
+        self._nested -= sum(1 for c in self._children.pop(oldest.run_id, ()) if c in records)
+
+    def _apply_changes(self) -> None:
+        changed, self._changed = self._changed, {}
+        for record in changed.values():
+            self._add(record)
 
     def records(self) -> list[RunRecord]:
         """Every record the panel holds, oldest first (filters aside)."""
+        self._apply_changes()
         return list(self._records.values())
 
     def _on_event(self, event: RunEvent) -> None:
-        self._add(event.record)
-        if not self._dirty:
+        # Hot path (three events per run): keep only each run's latest record; the
+        # bookkeeping runs once per changed run at the next flush.
+        self._changed[event.record.run_id] = event.record
+        if not self._dirty:  # the first change since the last flush schedules one
             self._dirty = True
             self._schedule()
 
@@ -300,29 +324,32 @@ class RunPanel(anywidget.AnyWidget):
     def compute_page(self) -> dict[str, Any]:
         """The page the current view shows (see the module doc), without sending it.
 
-        One pass over the runs (a few microseconds per thousand), at most once per flush.
+        Without filters it walks newest-first just far enough to fill the page (totals are
+        kept as runs change); with filters it makes one pass over the runs. Either way at
+        most once per flush.
         """
+        self._apply_changes()
         view = self._view
-        matches = view.matches
-        tops: list[RunRecord] = []
-        live_matching = 0
-        for record in reversed(self._records.values()):
-            if not matches(record):
-                continue
-            if not record.status.is_terminal:
-                live_matching += 1
-            if self._top_level(record):
-                tops.append(record)
-        page_count = max(1, math.ceil(len(tops) / PAGE_SIZE))
-        view.page = min(view.page, page_count - 1)
+        if view.filtered:
+            tops, live_matching = self._scan_filtered()
+            matching = len(tops)
+            page_count = max(1, math.ceil(matching / PAGE_SIZE))
+            view.page = min(view.page, page_count - 1)
+            tops = tops[view.page * PAGE_SIZE : (view.page + 1) * PAGE_SIZE]
+        else:
+            matching = len(self._records) - self._nested
+            live_matching = sum(n for s, n in self._counts.items() if not s.is_terminal)
+            page_count = max(1, math.ceil(matching / PAGE_SIZE))
+            view.page = min(view.page, page_count - 1)
+            tops = self._newest_top_level(view.page * PAGE_SIZE, PAGE_SIZE)
         order: list[list[Any]] = []
-        for record in tops[view.page * PAGE_SIZE : (view.page + 1) * PAGE_SIZE]:
+        for record in tops:
             self._append_with_children(order, record, 0)
         return {
             "order": order,
             "counts": {s.value: n for s, n in self._counts.items() if n},
             "total": len(self._records),
-            "matching": len(tops),
+            "matching": matching,
             "live_matching": live_matching,
             "page": view.page,
             "page_count": page_count,
@@ -333,6 +360,33 @@ class RunPanel(anywidget.AnyWidget):
             },
             "view": view.to_message(),
         }
+
+    def _newest_top_level(self, skip: int, count: int) -> list[RunRecord]:
+        records = self._records
+        found: list[RunRecord] = []
+        for record in reversed(records.values()):
+            if record.parent_run_id is not None and record.parent_run_id in records:
+                continue
+            if skip:
+                skip -= 1
+                continue
+            found.append(record)
+            if len(found) == count:
+                break
+        return found
+
+    def _scan_filtered(self) -> tuple[list[RunRecord], int]:
+        matches = self._view.matches
+        tops: list[RunRecord] = []
+        live_matching = 0
+        for record in reversed(self._records.values()):
+            if not matches(record):
+                continue
+            if not record.status.is_terminal:
+                live_matching += 1
+            if self._top_level(record):
+                tops.append(record)
+        return tops, live_matching
 
     def _append_with_children(self, order: list[list[Any]], record: RunRecord, depth: int) -> None:
         view = self._view
@@ -407,6 +461,7 @@ class RunPanel(anywidget.AnyWidget):
                 return
             self._cancel(run_ids)
         else:  # cancel_matching
+            self._apply_changes()
             matching = [
                 r.run_id for r in self._records.values()
                 if not r.status.is_terminal and self._view.matches(r)
@@ -433,7 +488,7 @@ class RunPanel(anywidget.AnyWidget):
         bundle = super()._repr_mimebundle_(**kwargs)
         data = bundle[0] if isinstance(bundle, tuple) else bundle
         if isinstance(data, dict):
-            records = [r for r in self._records.values() if self._view.matches(r)]
+            records = [r for r in self.records() if self._view.matches(r)]
             data["text/plain"] = text_table(records)
             data["text/html"] = html_table(records, title=self.title)
         return bundle
