@@ -1,5 +1,6 @@
-"""End to end in a real browser: JupyterLab on 127.0.0.1, Debian's chromium driven by
-Playwright, the quick-start notebook run with "Run All", live panel rows, a Cancel click.
+"""End to end in a real browser: JupyterLab and Notebook 7 on 127.0.0.1, Debian's chromium
+driven by Playwright, the quick-start notebook run with "Run All", live panel rows, a Cancel
+click.
 
 The recipe and its pitfalls are in shared/E2E.md. Artefacts (screenshot, console log) go
 to test-artifacts/.
@@ -48,9 +49,18 @@ def api(base: str, token: str, path: str, method: str = "GET") -> object:
     return json.loads(body) if body else None
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    """A hermetic JupyterLab server: its own dirs, settings, root with a notebook copy."""
+# front end -> (server command, its app class for flags, the notebook's URL path)
+FRONT_ENDS = {
+    "jupyterlab": ("lab", "LabApp", "/lab/tree/quickstart.ipynb"),
+    "notebook7": ("notebook", "JupyterNotebookApp", "/notebooks/quickstart.ipynb"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FRONT_ENDS))
+def lab(request, tmp_path_factory):
+    """A hermetic Jupyter server (JupyterLab or Notebook 7): its own dirs, settings, and a
+    root holding a copy of the quick-start notebook."""
+    command, app_class, notebook_path = FRONT_ENDS[request.param]
     base_dir = tmp_path_factory.mktemp("lab")
     root = base_dir / "root"
     root.mkdir()
@@ -77,18 +87,19 @@ def lab(tmp_path_factory):
     log_path = base_dir / "lab.log"
     log_file = log_path.open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+        [sys.executable, "-m", "jupyter", command, "--no-browser", "--allow-root",
          "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--LabApp.expose_app_in_browser=True",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+         f"--{app_class}.expose_app_in_browser=True",
+         *(["--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+           if command == "lab" else [])],
         env=env, stdout=log_file, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         if server.poll() is not None:
-            raise RuntimeError(f"jupyter lab exited early:\n{log_path.read_text()}")
+            raise RuntimeError(f"jupyter {command} exited early:\n{log_path.read_text()}")
         try:
             api(base, token, "/api/status")
             break
@@ -96,10 +107,11 @@ def lab(tmp_path_factory):
             if time.monotonic() > deadline:
                 server.kill()
                 raise RuntimeError(
-                    f"jupyter lab did not answer in 60 s:\n{log_path.read_text()}"
+                    f"jupyter {command} did not answer in 60 s:\n{log_path.read_text()}"
                 ) from None
             time.sleep(0.5)
-    yield {"base": base, "token": token, "env": env, "root": root, "log": log_path}
+    yield {"base": base, "token": token, "env": env, "root": root, "log": log_path,
+           "name": request.param, "notebook_path": notebook_path}
     try:
         api(base, token, "/api/shutdown", method="POST")
         server.wait(timeout=15)
@@ -116,6 +128,7 @@ def lab(tmp_path_factory):
 
 @pytest.fixture
 def page(lab, tmp_path):
+    """A fresh headless chromium page; its console log and a screenshot are kept."""
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -134,9 +147,9 @@ def page(lab, tmp_path):
         try:
             yield pg
         finally:
-            (ARTIFACTS / "browser-console.log").write_text("\n".join(console))
+            (ARTIFACTS / f"{lab['name']}-console.log").write_text("\n".join(console))
             try:
-                pg.screenshot(path=str(ARTIFACTS / "browser-last.png"), full_page=True)
+                pg.screenshot(path=str(ARTIFACTS / f"{lab['name']}-last.png"), full_page=True)
             except Exception:
                 pass
             context.close()
@@ -183,7 +196,7 @@ def prompts(page) -> list[str]:
 
 
 def test_quickstart_panel_live_rows_and_cancel(lab, page):
-    url = f"{lab['base']}/lab/tree/quickstart.ipynb?token={lab['token']}"
+    url = f"{lab['base']}{lab['notebook_path']}?token={lab['token']}"
     page.goto(url, wait_until="domcontentloaded")
     wait_kernel_ready(page)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
@@ -210,7 +223,7 @@ def test_quickstart_panel_live_rows_and_cancel(lab, page):
     status = row.locator(".ag-status")
     assert status.get_attribute("data-status") == "running"
     counts_before = prompts(page)
-    page.screenshot(path=str(ARTIFACTS / "browser-before-cancel.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"{lab['name']}-before-cancel.png"), full_page=True)
     row.locator("button.ag-cancel").click()
     # the change is live: it arrives from the kernel's loop, no cell re-ran
     page.wait_for_function(
@@ -222,7 +235,7 @@ def test_quickstart_panel_live_rows_and_cancel(lab, page):
     )
     assert prompts(page) == counts_before
     assert row.locator("button.ag-cancel").count() == 0
-    page.screenshot(path=str(ARTIFACTS / "browser-after-cancel.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"{lab['name']}-after-cancel.png"), full_page=True)
     # and the kernel agrees
     assert kernel_value(
         lab, f"get_run_manager().find_record({long_run!r}).status.value"
