@@ -344,3 +344,24 @@ async def test_unfiltered_fast_path_agrees_with_a_full_scan(registry, monkeypatc
             assert fast[key] == scanned[key], (key, page)
     assert panel.compute_page()["total"] == 45
     panel.close()
+
+
+async def test_panel_shows_runs_of_an_earlier_kernel_from_the_store(registry, tmp_path):
+    from ag_jupyter.runtime.workspace import workspace_runtime
+
+    earlier = RunManager(registry=registry, **workspace_runtime(tmp_path / "ws"))
+    old = [(await earlier.run_and_wait("p_sleep", inputs={}))[0] for _ in range(3)]
+    await earlier.close()
+    # a new kernel on the same workspace
+    manager = RunManager(registry=registry, **workspace_runtime(tmp_path / "ws"))
+    new = await manager.run_and_wait("p_sleep", inputs={})
+    panel = RunPanel(manager, refresh_s=0.02)
+    await panel._history_task
+    panel.handle_message({"type": "hello"})
+    state = page_state(panel)
+    # newest first: this kernel's run, then the earlier kernel's, newest to oldest
+    assert [e[0] for e in state["order"]] == [new[0].run_id] + [r.run_id for r in old[::-1]]
+    assert state["total"] == 4 and state["counts"] == {"succeeded": 4}
+    assert await panel.load_history() == 0  # nothing twice
+    panel.close()
+    await manager.close()

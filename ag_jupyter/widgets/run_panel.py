@@ -46,6 +46,7 @@ PAGE_SIZE = 50
 AUTO_EXPAND_CHILDREN = 20  # parents with at most this many children start expanded
 MAX_CHILDREN_SHOWN = 200  # per parent, so a huge fan-out cannot blow up a page
 MAX_RUNS = 50_000  # oldest runs beyond this are dropped from the panel (not from the store)
+HISTORY_RUNS = 500  # runs of earlier kernels loaded from the store when a panel opens
 KNOWN_ACTIONS = ("hello", "view", "cancel", "cancel_many", "cancel_matching")
 ALL = ""  # the session/tag filter value meaning "any"
 
@@ -201,6 +202,8 @@ class RunPanel(anywidget.AnyWidget):
       status: initial status filter: None/``"all"``, ``"live"`` or a status.
       session: initial session filter (None: all sessions).
       title: the header text.
+      history: how many of the newest stored runs of earlier kernels (a durable workspace
+        keeps them) to load in the background when the panel opens; 0 for none.
 
     Raises:
       ValueError: for a non-positive ``refresh_s`` or an unknown status.
@@ -217,6 +220,7 @@ class RunPanel(anywidget.AnyWidget):
         status: str | None = None,
         session: str | None = None,
         title: str = "ag_jupyter runs",
+        history: int = HISTORY_RUNS,
         **kwargs: Any,
     ) -> None:
         if not refresh_s > 0:
@@ -246,6 +250,10 @@ class RunPanel(anywidget.AnyWidget):
         self._unsubscribe = manager.subscribe(self._on_event)
         self.on_msg(self._on_frontend_msg)
         _panels.add(self)
+        self._history_task: asyncio.Task[None] | None = None
+        loop = _running_loop()
+        if history > 0 and loop is not None:
+            self._history_task = loop.create_task(self.load_history(history))
 
     @classmethod
     def for_manager(cls, manager: RunManager, **kwargs: Any) -> RunPanel:
@@ -286,6 +294,35 @@ class RunPanel(anywidget.AnyWidget):
         changed, self._changed = self._changed, {}
         for record in changed.values():
             self._add(record)
+
+    async def load_history(self, limit: int = HISTORY_RUNS) -> int:
+        """Add the newest ``limit`` runs from the manager's store that the panel does not
+        show yet (runs of earlier kernels on a durable workspace), as older rows.
+
+        Returns how many were added. A store error is logged and adds nothing.
+        """
+        try:
+            stored = await self._manager.list_records(limit=limit)
+        except Exception:
+            log.exception("could not load run history for the panel")
+            return 0
+        self._apply_changes()
+        added = 0
+        for record in stored:  # newest first: each goes in front of the ones before
+            if record.run_id in self._records or record.run_id in self._changed:
+                continue
+            self._add(record)
+            self._records.move_to_end(record.run_id, last=False)
+            added += 1
+        if added:
+            # _add counted children whose parents arrive later in this loop: recount.
+            self._nested = sum(
+                1 for r in self._records.values()
+                if r.parent_run_id is not None and r.parent_run_id in self._records
+            )
+            self._dirty = True
+            self._schedule()
+        return added
 
     def records(self) -> list[RunRecord]:
         """Every record the panel holds, oldest first (filters aside)."""
@@ -501,6 +538,9 @@ class RunPanel(anywidget.AnyWidget):
         if getattr(self, "_flush_handle", None) is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        task = getattr(self, "_history_task", None)
+        if task is not None:
+            task.cancel()
         _panels.discard(self)
         with contextlib.suppress(Exception):
             super().close()
