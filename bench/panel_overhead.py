@@ -29,7 +29,7 @@ burst is still its cost. All variants pause the same ``max(0.3, 3 * refresh_s)``
 after a burst.
 
 ``--decompose`` alternates three more variants to split the panel's cost: S (a no-op
-subscriber: the RunManager's event fan-out), R (a panel whose flush drops the coalesced
+subscriber: the RunManager's event fan-out), R (a panel whose watch callback drops the coalesced
 rows: the floor of any design sending only O(visible rows) per flush) and P (a panel
 whose ``send`` is stubbed: rows built, never serialised or sent). ``--profile`` adds one A
 and one B burst under cProfile in the kernel (after the timed ones) and prints where B
@@ -131,11 +131,8 @@ async def _bench_burst(n, shape, label, profile=False):
 def _bench_show_panel(refresh_s, mute=False, floor=False):
     global _bench_panel
     panel = _bench_panel = RunPanel(get_run_manager(), refresh_s=refresh_s)
-    if floor:  # events are coalesced, each flush just drops them: no rows, no message
-        def _floor_flush():
-            panel._flush_handle = None
-            panel._dirty = False
-        panel._flush = _floor_flush
+    if floor:  # the manager coalesces changes, the panel drops them: no rows, no message
+        panel._watch.callback = lambda changes: None
     if mute:  # rows are built, nothing is serialised or sent
         panel.send = lambda *args, **kwargs: None
     else:
@@ -368,7 +365,7 @@ VARIANT_NAMES = {
     "A": "no panel",
     "B": "panel displayed (real comm)",
     "S": "no-op subscriber only",
-    "R": "panel, flush drops rows",
+    "R": "panel, watch callback drops changes",
     "P": "panel, send() stubbed out",
 }
 

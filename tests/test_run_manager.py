@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import gc
 from datetime import UTC, timedelta
 from typing import Any
@@ -818,3 +819,59 @@ async def test_cancel_while_a_run_is_being_finished_changes_nothing(
     assert await store.get(record.run_id) == final
     assert await store.get_outputs(record.run_id) == {"result": 5}
     await mgr.close()
+
+
+async def test_watch_coalesces_changes_at_a_bounded_rate(manager, registry):
+    @graph_fn("w_sleep", registry=registry)
+    async def w_sleep(seconds: float = 0.0):
+        await asyncio.sleep(seconds)
+
+    deliveries: list[tuple[float, dict]] = []
+    loop = asyncio.get_running_loop()
+    watch = manager.watch(lambda changes: deliveries.append((loop.time(), changes)),
+                          interval_s=0.05)
+    records = [await manager.submit_run("w_sleep", inputs={"seconds": 0.02}) for _ in range(200)]
+    for record in records:
+        await manager.wait_run(record.run_id)
+    await asyncio.sleep(0.12)
+    # the latest record of every run arrived, each run once per delivery
+    latest: dict = {}
+    for _, changes in deliveries:
+        latest.update(changes)
+    assert set(latest) == {r.run_id for r in records}
+    assert {r.status for r in latest.values()} == {RunStatus.succeeded}
+    # far fewer calls than the 600 changes, and never two within the interval
+    assert len(deliveries) < 50
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(deliveries)]
+    assert all(gap >= 0.05 - 1e-3 for gap in gaps), gaps
+    # take() pulls what is pending now; close() stops deliveries
+    record = await manager.submit_run("w_sleep", inputs={"seconds": 10})
+    assert set(watch.take()) == {record.run_id}
+    count = len(deliveries)
+    watch.close()
+    await manager.cancel_run(record.run_id)
+    await manager.wait_run(record.run_id)
+    await asyncio.sleep(0.1)
+    assert len(deliveries) == count and not manager._watchers
+
+
+async def test_raising_watcher_does_not_break_runs(manager, registry, caplog):
+    @graph_fn("w_quick", registry=registry)
+    async def w_quick():
+        return 1
+
+    def boom(changes):
+        raise RuntimeError("watcher bug")
+
+    manager.watch(boom, interval_s=0.01)
+    first = await manager.run_and_wait("w_quick", inputs={})
+    await asyncio.sleep(0.03)
+    second = await manager.run_and_wait("w_quick", inputs={})
+    assert first[0].status is second[0].status is RunStatus.succeeded
+    assert "watcher bug" in caplog.text or "run watcher" in caplog.text
+
+
+def test_watch_rejects_a_non_positive_interval():
+    manager = RunManager()
+    with pytest.raises(ValueError, match="interval_s must be a positive number"):
+        manager.watch(lambda changes: None, interval_s=0)

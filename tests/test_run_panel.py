@@ -202,8 +202,7 @@ async def test_quiet_panel_sends_nothing(registry):
     await settle(panel)
     sent = len(panel.comm.sent)
     await settle(panel)
-    panel._dirty = True  # a flush with nothing new to show stays silent
-    panel._flush()
+    panel._on_changes({})  # a delivery with nothing new to show stays silent
     assert len(panel.comm.sent) == sent
     panel.close()
 
@@ -304,7 +303,7 @@ async def test_close_stops_watching(registry):
     await manager.run_and_wait("p_sleep", inputs={})
     await asyncio.sleep(0.1)
     assert not [m for m in recording.sent if m["type"] == "page"]
-    assert not manager._subscribers
+    assert not manager._subscribers and not manager._watchers
 
 
 def test_row_times_are_epoch_seconds():

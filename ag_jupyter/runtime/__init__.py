@@ -22,6 +22,7 @@ from .node_context import NodeContext, RunnerFacade
 from .run_manager import (
     RunEvent,
     RunManager,
+    RunWatch,
     current_run_managers,
     get_run_manager,
     open_workspace_manager,
@@ -52,6 +53,7 @@ __all__ = [
     "RunStatus",
     "RunStore",
     "RunVisibility",
+    "RunWatch",
     "RunnerFacade",
     "ServiceHub",
     "ServiceNotConfiguredError",

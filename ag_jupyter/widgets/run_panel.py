@@ -37,7 +37,7 @@ from typing import Any
 import anywidget
 import traitlets
 
-from ..runtime import RunEvent, RunManager, RunNotFoundError, RunRecord, RunStatus
+from ..runtime import RunManager, RunNotFoundError, RunRecord, RunStatus
 from .snapshot import html_table, text_table
 
 log = logging.getLogger("ag_jupyter.widgets")
@@ -235,19 +235,17 @@ class RunPanel(anywidget.AnyWidget):
         self._children: dict[str, list[str]] = {}
         self._counts: dict[RunStatus, int] = dict.fromkeys(RunStatus, 0)
         self._nested = 0  # records whose parent is also a record here (not top-level)
-        self._changed: dict[str, RunRecord] = {}  # latest records not yet in _records
+        self._opened_at = time.time()
         self._sessions: set[str | None] = set()
         self._tags: set[str] = set()
         for record in manager.recent_records():
             self._add(record)
         self._shown: dict[str, RunRecord] = {}  # what the browser has, as last sent
         self._last_summary: tuple[Any, ...] | None = None
-        self._dirty = False
-        self._last_send = 0.0
-        self._flush_handle: asyncio.TimerHandle | None = None
         self._loop = manager.loop
         self.messages_sent = 0
-        self._unsubscribe = manager.subscribe(self._on_event)
+        # The manager coalesces changes for us: one call per refresh period at most.
+        self._watch = manager.watch(self._on_changes, interval_s=self._refresh_s)
         self.on_msg(self._on_frontend_msg)
         _panels.add(self)
         self._history_task: asyncio.Task[None] | None = None
@@ -290,11 +288,6 @@ class RunPanel(anywidget.AnyWidget):
         # its children still shown become top-level rows
         self._nested -= sum(1 for c in self._children.pop(oldest.run_id, ()) if c in records)
 
-    def _apply_changes(self) -> None:
-        changed, self._changed = self._changed, {}
-        for record in changed.values():
-            self._add(record)
-
     async def load_history(self, limit: int = HISTORY_RUNS) -> int:
         """Add the newest ``limit`` runs from the manager's store that the panel does not
         show yet (runs of earlier kernels on a durable workspace), as older rows.
@@ -306,11 +299,10 @@ class RunPanel(anywidget.AnyWidget):
         except Exception:
             log.exception("could not load run history for the panel")
             return 0
-        self._apply_changes()
         added = 0
         for record in stored:  # newest first: each goes in front of the ones before
-            if record.run_id in self._records or record.run_id in self._changed:
-                continue
+            if record.run_id in self._records or record.created_at.timestamp() >= self._opened_at:
+                continue  # shown already, or a run of this panel's time still on its way
             self._add(record)
             self._records.move_to_end(record.run_id, last=False)
             added += 1
@@ -320,38 +312,27 @@ class RunPanel(anywidget.AnyWidget):
                 1 for r in self._records.values()
                 if r.parent_run_id is not None and r.parent_run_id in self._records
             )
-            self._dirty = True
-            self._schedule()
+            if self.comm is not None:
+                self._send_page(reset=False)
         return added
 
     def records(self) -> list[RunRecord]:
         """Every record the panel holds, oldest first (filters aside)."""
-        self._apply_changes()
+        self._catch_up()
         return list(self._records.values())
 
-    def _on_event(self, event: RunEvent) -> None:
-        # Hot path (three events per run): keep only each run's latest record; the
-        # bookkeeping runs once per changed run at the next flush.
-        self._changed[event.record.run_id] = event.record
-        if not self._dirty:  # the first change since the last flush schedules one
-            self._dirty = True
-            self._schedule()
-
-    def _schedule(self) -> None:
-        if self._flush_handle is not None:
-            return
-        loop = self._loop or self._manager.loop or _running_loop()
-        if loop is None:
-            return
-        self._loop = loop
-        delay = max(0.0, self._last_send + self._refresh_s - time.monotonic())
-        self._flush_handle = loop.call_later(delay, self._flush)
-
-    def _flush(self) -> None:
-        self._flush_handle = None
-        if self._dirty and self.comm is not None:
+    def _on_changes(self, changes: dict[str, RunRecord]) -> None:
+        """RunManager.watch callback: the latest record of each run changed since the last
+        call (at most one call per refresh period)."""
+        for record in changes.values():
+            self._add(record)
+        if self.comm is not None:
             self._send_page(reset=False)
-        self._dirty = False
+
+    def _catch_up(self) -> None:
+        # Answer a request from current data, not data up to one refresh period old.
+        for record in self._watch.take().values():
+            self._add(record)
 
     # --------------------------------------------------------------- the page
     def _top_level(self, record: RunRecord) -> bool:
@@ -365,7 +346,6 @@ class RunPanel(anywidget.AnyWidget):
         kept as runs change); with filters it makes one pass over the runs. Either way at
         most once per flush.
         """
-        self._apply_changes()
         view = self._view
         if view.filtered:
             tops, live_matching = self._scan_filtered()
@@ -456,7 +436,6 @@ class RunPanel(anywidget.AnyWidget):
         if not reset and not upsert and summary == self._last_summary:
             return  # nothing the browser shows changed
         self._shown, self._last_summary = shown, summary
-        self._last_send = time.monotonic()
         self.messages_sent += 1
         self.send({"type": "page", "reset": reset, "upsert": upsert,
                    "server_time": time.time(), **page})
@@ -480,6 +459,7 @@ class RunPanel(anywidget.AnyWidget):
             self._notice(f"ignored an unknown panel action {kind!r}")
             return
         action = content["type"]
+        self._catch_up()
         if action == "hello":
             self._send_page(reset=True)
         elif action == "view":
@@ -498,7 +478,6 @@ class RunPanel(anywidget.AnyWidget):
                 return
             self._cancel(run_ids)
         else:  # cancel_matching
-            self._apply_changes()
             matching = [
                 r.run_id for r in self._records.values()
                 if not r.status.is_terminal and self._view.matches(r)
@@ -532,12 +511,9 @@ class RunPanel(anywidget.AnyWidget):
 
     def close(self) -> None:
         """Stop watching the manager and close the widget model."""
-        unsubscribe = getattr(self, "_unsubscribe", None)  # None if __init__ raised
-        if unsubscribe is not None:
-            unsubscribe()
-        if getattr(self, "_flush_handle", None) is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        watch = getattr(self, "_watch", None)  # None if __init__ raised
+        if watch is not None:
+            watch.close()
         task = getattr(self, "_history_task", None)
         if task is not None:
             task.cancel()
