@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import gc
+import itertools
 from datetime import UTC, timedelta
 from typing import Any
 
