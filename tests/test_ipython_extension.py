@@ -188,6 +188,11 @@ def test_cancel_all_and_unknown_ids(shell, capsys):
     assert {r.status for r in records} == {RunStatus.canceled}
 
 
+def test_ag_runs_rejects_an_unknown_status(shell):
+    with pytest.raises(UsageError, match="unknown status 'bogus'; use 'all', 'live'"):
+        shell.run_line_magic("ag_runs", "--status bogus --text")
+
+
 def test_ag_wait_errors(shell):
     with pytest.raises(UsageError, match="no run with id"):
         shell.run_line_magic("ag_wait", "missing")

@@ -13,9 +13,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from ..runtime import RunManager, RunNotFoundError, RunStatus, get_run_manager
+from ..runtime import RunManager, RunNotFoundError, get_run_manager
 from ..runtime.run_manager import check_positive
-from ..widgets.snapshot import format_duration, text_table
+from ..widgets.snapshot import format_duration, parse_statuses, text_table
 from .blocking import kernel_loop_is_running, run_blocking
 
 
@@ -96,12 +96,15 @@ class AgMagics(Magics):
         args = parse_argstring(self.ag_runs, line)
         if args.limit <= 0:
             raise UsageError(f"--limit must be a positive number, got {args.limit}")
+        try:
+            status_filter = parse_statuses(args.status)
+        except ValueError as exc:
+            raise UsageError(f"%ag_runs --status: {exc}") from None
         manager = self.manager()
-        status_filter = _status_filter(args.status)
         if not args.text and _widgets_available(self.shell):
             from ..widgets.run_panel import RunPanel
 
-            return RunPanel.for_manager(
+            return RunPanel(
                 manager,
                 refresh_s=self.ag_config.panel_refresh_s if self.ag_config else 0.1,
                 status=args.status,
@@ -242,19 +245,6 @@ def _awaits(source: str) -> bool:
     except SyntaxError:
         return False
     return bool(code.co_flags & 0x80)  # CO_COROUTINE
-
-
-def _status_filter(value: str | None) -> set[RunStatus] | None:
-    if value is None:
-        return None
-    if value == "live":
-        return {s for s in RunStatus if not s.is_terminal}
-    try:
-        return {RunStatus(value)}
-    except ValueError:
-        raise UsageError(
-            f"unknown status {value!r}; use live or one of: {', '.join(RunStatus)}"
-        ) from None
 
 
 def _widgets_available(shell: Any) -> bool:

@@ -38,7 +38,7 @@ import anywidget
 import traitlets
 
 from ..runtime import RunManager, RunNotFoundError, RunRecord, RunStatus
-from .snapshot import html_table, text_table
+from .snapshot import html_table, parse_statuses, text_table
 
 log = logging.getLogger("ag_jupyter.widgets")
 
@@ -126,24 +126,6 @@ class PanelView:
             if self.search not in haystack:
                 return False
         return True
-
-
-def parse_statuses(status: str | None) -> frozenset[RunStatus] | None:
-    """``None``/``"all"`` -> None, ``"live"`` -> the live statuses, else that status.
-
-    Raises:
-      ValueError: naming the accepted values, for anything else.
-    """
-    if status is None or status == "all":
-        return None
-    if status == "live":
-        return frozenset(s for s in RunStatus if not s.is_terminal)
-    try:
-        return frozenset({RunStatus(status)})
-    except ValueError:
-        raise ValueError(
-            f"unknown status {status!r}; use 'all', 'live' or one of: {', '.join(RunStatus)}"
-        ) from None
 
 
 def view_from_message(content: dict[str, Any]) -> PanelView:
@@ -252,11 +234,6 @@ class RunPanel(anywidget.AnyWidget):
         loop = _running_loop()
         if history > 0 and loop is not None:
             self._history_task = loop.create_task(self.load_history(history))
-
-    @classmethod
-    def for_manager(cls, manager: RunManager, **kwargs: Any) -> RunPanel:
-        """A new panel on ``manager`` (see the class arguments)."""
-        return cls(manager, **kwargs)
 
     # ------------------------------------------------------------ the run table
     def _add(self, record: RunRecord) -> None:

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from ..runtime.models import RunRecord, RunStatus
+from ..runtime.models import LIVE_STATUSES, RunRecord, RunStatus
 
 STATUS_COLOURS = {
     RunStatus.pending: "#6b7280",
@@ -23,6 +23,25 @@ STATUS_COLOURS = {
     RunStatus.canceled: "#4b5563",
 }
 COLUMNS = ("run id", "graph", "status", "session", "tags", "started", "duration", "error")
+
+
+def parse_statuses(status: str | None) -> frozenset[RunStatus] | None:
+    """A status filter as users type it: ``None``/``"all"`` -> None (any status),
+    ``"live"`` -> the live statuses, else that one status.
+
+    Raises:
+      ValueError: naming the accepted values, for anything else.
+    """
+    if status is None or status == "all":
+        return None
+    if status == "live":
+        return LIVE_STATUSES
+    try:
+        return frozenset({RunStatus(status)})
+    except ValueError:
+        raise ValueError(
+            f"unknown status {status!r}; use 'all', 'live' or one of: {', '.join(RunStatus)}"
+        ) from None
 
 
 def format_duration(seconds: float | None) -> str:
