@@ -64,7 +64,6 @@ async def build_adhoc_context(
     manager: RunManager | None = ov.pop("run_manager", None)
     owns_manager = False
     max_concurrency = ov.pop("max_concurrency", None)
-    store_owned = False  # a private manager shares the process's store unless it has its own
     if manager is None:
         if max_concurrency is not None:
             manager = _private_manager(max_concurrency)
@@ -90,7 +89,8 @@ async def build_adhoc_context(
     )
     ctx.on_close(hub.aclose)
     if owns_manager:
-        ctx.on_close(lambda: manager.close(close_store=store_owned))
+        # The private manager shares the process's store: flush it, never close it.
+        ctx.on_close(lambda: manager.close(close_store=False))
     return ctx
 
 
