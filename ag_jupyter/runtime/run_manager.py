@@ -69,15 +69,15 @@ class RunWatch:
     last: float = float("-inf")
     closed: bool = False
 
-    def schedule(self, loop: asyncio.AbstractEventLoop | None) -> None:
+    def _schedule(self, loop: asyncio.AbstractEventLoop | None) -> None:
         if loop is None or self.closed:
             return
         delay = self.last + self.interval_s - loop.time()
         self.handle = (
-            loop.call_later(delay, self.deliver) if delay > 0 else loop.call_soon(self.deliver)
+            loop.call_later(delay, self._deliver) if delay > 0 else loop.call_soon(self._deliver)
         )
 
-    def deliver(self) -> None:
+    def _deliver(self) -> None:
         self.handle = None
         if self.closed or not self.pending:
             return
@@ -290,7 +290,7 @@ class RunManager:
         for watcher in self._watchers:
             watcher.pending[record.run_id] = record
             if watcher.handle is None:
-                watcher.schedule(self._loop)
+                watcher._schedule(self._loop)
         if not self._subscribers:
             return
         event = _new_event((kind, record))
