@@ -19,7 +19,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import sqlite3
 import statistics
+import tempfile
+import threading
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
@@ -41,6 +44,10 @@ SLEEP_S = 60.0
 #: Seconds a freshly spawned sleeper is given to start before it is cancelled.
 SETTLE_S = 0.002
 
+#: µs of loop work between two hand-offs in the floor measurement (about what a durable
+#: sequential run does on the loop between two commits).
+FLOOR_BUSY_US = 100.0
+
 #: Workload sizes a worker receives (one dict per side, see ``compare.py``).
 SIZE_KEYS = (
     "warmup",
@@ -54,6 +61,7 @@ SIZE_KEYS = (
     "session_samples",
     "memory_runs",
     "memory_turnover",
+    "floor_samples",
 )
 
 
@@ -320,6 +328,122 @@ async def _timed(fn: Callable[[], Awaitable[float]]) -> float:
     return await fn()
 
 
+# ------------------------------------------------------- the machine's floor
+async def loop_thread_hop_us(samples: int, *, busy_us: float = 0.0) -> float:
+    """Median µs of one asyncio loop → worker thread → loop round trip: the loop wakes a
+    sleeping thread (a lock release, as ag_jupyter's workspace writer is woken) and awaits
+    a future the thread settles with ``call_soon_threadsafe``. Any durable wait whose write
+    happens in a worker thread pays this at least once.
+
+    ``busy_us``: µs the loop computes before each hand-off (untimed), as a run manager
+    does between two commits; on virtual machines a thread (CPU) that idled longer is
+    slower to wake."""
+    loop = asyncio.get_running_loop()
+    wake = threading.Lock()
+    wake.acquire()
+    job: list[asyncio.Future[None] | None] = [None]
+
+    def worker() -> None:
+        while True:
+            wake.acquire()
+            future = job[0]
+            if future is None:
+                return
+            loop.call_soon_threadsafe(future.set_result, None)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    times = []
+    for _ in range(samples):
+        if busy_us:
+            until = time.perf_counter() + busy_us * 1e-6
+            while time.perf_counter() < until:
+                pass
+        future = loop.create_future()
+        job[0] = future
+        start = time.perf_counter()
+        wake.release()
+        await future
+        times.append(time.perf_counter() - start)
+    job[0] = None
+    wake.release()
+    thread.join()
+    return statistics.median(times) * 1e6
+
+
+def sqlite_commit_us(samples: int) -> float:
+    """Median µs of one small SQLite transaction on the calling thread (WAL,
+    ``synchronous=NORMAL``, one 18-column row inserted), the cheapest durable write."""
+    with tempfile.TemporaryDirectory(prefix="ag-bench-floor-") as folder:
+        conn = sqlite3.connect(os.path.join(folder, "floor.db"), isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("CREATE TABLE t (" + ", ".join(f"c{i}" for i in range(18)) + ")")
+            row = ("run-0123456789abcdef", "bench-plus-one", "succeeded",
+                   "2026-01-01T00:00:00.000000+00:00", None, None, None, None, "app", "normal",
+                   "normal", None, None, None, "[]", "{}", "owner", '{"y": 1}')
+            times = []
+            for _ in range(samples):
+                start = time.perf_counter()
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT INTO t VALUES (" + ", ".join("?" * 18) + ")", row)
+                conn.execute("COMMIT")
+                times.append(time.perf_counter() - start)
+        finally:
+            conn.close()
+    return statistics.median(times) * 1e6
+
+
+def pipe_ping_pong_us(samples: int, *, same_cpu: bool) -> float | None:
+    """Median µs of a round trip between two threads blocked on pipes, both pinned to one
+    CPU or to two different CPUs (None where CPU affinity cannot be set): how much of a
+    thread hand-off is the OS waking a thread on another, idle CPU."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if not same_cpu and len(allowed) < 2:
+        return None
+    mine, theirs = allowed[0], allowed[0] if same_cpu else allowed[1]
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+
+    def echo() -> None:
+        os.sched_setaffinity(0, {theirs})
+        for _ in range(samples):
+            os.read(r1, 1)
+            os.write(w2, b"x")
+
+    os.sched_setaffinity(0, {mine})
+    try:
+        thread = threading.Thread(target=echo, daemon=True)
+        thread.start()
+        times = []
+        for _ in range(samples):
+            start = time.perf_counter()
+            os.write(w1, b"x")
+            os.read(r2, 1)
+            times.append(time.perf_counter() - start)
+        thread.join()
+    finally:
+        os.sched_setaffinity(0, set(allowed))
+        for fd in (r1, w1, r2, w2):
+            os.close(fd)
+    return statistics.median(times) * 1e6
+
+
+async def machine_floor(samples: int) -> dict[str, float | None]:
+    """The hand-off and commit costs that bound any durable run manager on this machine."""
+    await loop_thread_hop_us(min(samples, 200))  # warm-up
+    return {
+        "hop_us": await loop_thread_hop_us(samples),
+        "hop_busy_us": await loop_thread_hop_us(samples, busy_us=FLOOR_BUSY_US),
+        "commit_us": sqlite_commit_us(samples),
+        "ping_pong_cross_cpu_us": pipe_ping_pong_us(samples, same_cpu=False),
+        "ping_pong_same_cpu_us": pipe_ping_pong_us(samples, same_cpu=True),
+    }
+
+
 async def run_plain(sizes: dict[str, int]) -> dict[str, Any]:
     """Every plain-asyncio workload once, after a warm-up: the floor's figures."""
     await plain_seq(sizes["warmup"])
@@ -340,6 +464,7 @@ async def run_plain(sizes: dict[str, int]) -> dict[str, Any]:
     us["run_and_wait"] = await _timed(lambda: plain_seq(sizes["run_and_wait"])) / sizes[
         "run_and_wait"] * 1e6
     result["cancel"] = await plain_cancel(sizes["cancel_samples"])
+    result["floor"] = await machine_floor(sizes["floor_samples"])
     return result
 
 
