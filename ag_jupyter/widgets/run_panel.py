@@ -28,9 +28,11 @@ import logging
 import math
 import time
 import weakref
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from importlib import resources
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +162,10 @@ def view_from_message(content: dict[str, Any]) -> PanelView:
     )
 
 
+_run_id = attrgetter("run_id")
+_status = attrgetter("status")
+_session_id = attrgetter("session_id")
+
 _panels: weakref.WeakSet[RunPanel] = weakref.WeakSet()
 
 
@@ -215,13 +221,12 @@ class RunPanel(anywidget.AnyWidget):
         self._view = view
         self._records: OrderedDict[str, RunRecord] = OrderedDict()  # creation order
         self._children: dict[str, list[str]] = {}
-        self._counts: dict[RunStatus, int] = dict.fromkeys(RunStatus, 0)
+        self._counts: Counter[RunStatus] = Counter(dict.fromkeys(RunStatus, 0))
         self._nested = 0  # records whose parent is also a record here (not top-level)
         self._opened_at = time.time()
         self._sessions: set[str | None] = set()
         self._tags: set[str] = set()
-        for record in manager.recent_records():
-            self._add(record)
+        self._add(manager.recent_records())
         self._shown: dict[str, RunRecord] = {}  # what the browser has, as last sent
         self._last_summary: tuple[Any, ...] | None = None
         self._loop = manager.loop
@@ -236,25 +241,34 @@ class RunPanel(anywidget.AnyWidget):
             self._history_task = loop.create_task(self.load_history(history))
 
     # ------------------------------------------------------------ the run table
-    def _add(self, record: RunRecord) -> None:
-        # Hot path: called for every record change while the panel is open.
+    def _add(self, changed: Collection[RunRecord]) -> None:
+        """Take in the newest records of ``changed`` runs (new ones go last).
+
+        The hot path while the panel is open (every run passes here once or twice), so it
+        works in bulk: the per-record steps are C-level ``map``/``Counter``/``dict.update``
+        calls, and only new runs with a parent or tags take a Python-level step.
+        """
         records, counts = self._records, self._counts
-        old = records.get(record.run_id)
-        if old is not None:
-            counts[old.status] -= 1
-        else:
+        olds = list(map(records.get, map(_run_id, changed)))
+        # Counter(iterable) and Counter.update count in C; subtract takes a mapping here
+        # (given an iterable it would loop in Python).
+        counts.subtract(Counter(map(_status, filter(None, olds))))
+        counts.update(map(_status, changed))
+        new = [r for r, old in zip(changed, olds, strict=True) if old is None]
+        records.update(zip(map(_run_id, changed), changed, strict=True))
+        if not new:
+            return
+        self._sessions.update(map(_session_id, new))
+        for record in new:
             parent = record.parent_run_id
             if parent is not None:
                 self._children.setdefault(parent, []).append(record.run_id)
                 if parent in records:
                     self._nested += 1
-            self._sessions.add(record.session_id)
             if record.tags:
                 self._tags.update(record.tags)
-            if len(records) >= MAX_RUNS:
-                self._drop_oldest()
-        records[record.run_id] = record
-        counts[record.status] += 1
+        while len(records) > MAX_RUNS:
+            self._drop_oldest()
 
     def _drop_oldest(self) -> None:
         records = self._records
@@ -276,13 +290,16 @@ class RunPanel(anywidget.AnyWidget):
         except Exception:
             log.exception("could not load run history for the panel")
             return 0
-        added = 0
-        for record in stored:  # newest first: each goes in front of the ones before
-            if record.run_id in self._records or record.created_at.timestamp() >= self._opened_at:
-                continue  # shown already, or a run of this panel's time still on its way
-            self._add(record)
+        older = [  # newest first
+            record for record in stored
+            # not shown already, nor a run of this panel's time still on its way
+            if record.run_id not in self._records
+            and record.created_at.timestamp() < self._opened_at
+        ]
+        self._add(older)
+        for record in older:  # each goes in front of the newer ones
             self._records.move_to_end(record.run_id, last=False)
-            added += 1
+        added = len(older)
         if added:
             # _add counted children whose parents arrive later in this loop: recount.
             self._nested = sum(
@@ -301,15 +318,13 @@ class RunPanel(anywidget.AnyWidget):
     def _on_changes(self, changes: dict[str, RunRecord]) -> None:
         """RunManager.watch callback: the latest record of each run changed since the last
         call (at most one call per refresh period)."""
-        for record in changes.values():
-            self._add(record)
+        self._add(changes.values())
         if self.comm is not None:
             self._send_page(reset=False)
 
     def _catch_up(self) -> None:
         # Answer a request from current data, not data up to one refresh period old.
-        for record in self._watch.take().values():
-            self._add(record)
+        self._add(self._watch.take().values())
 
     # --------------------------------------------------------------- the page
     def _top_level(self, record: RunRecord) -> bool:
