@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 
 import comm
 import pytest
@@ -344,9 +345,7 @@ async def test_unfiltered_fast_path_agrees_with_a_full_scan(registry, monkeypatc
     assert panel.compute_page()["total"] == 45
     # the status counts kept in bulk as runs change agree with a recount of the rows
     held = panel.records()
-    recount: dict[str, int] = {}
-    for record in held:
-        recount[record.status.value] = recount.get(record.status.value, 0) + 1
+    recount = dict(Counter(record.status.value for record in held))
     assert panel.compute_page()["counts"] == recount and len(held) == 45
     panel.close()
 

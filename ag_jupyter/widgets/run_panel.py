@@ -301,7 +301,8 @@ class RunPanel(anywidget.AnyWidget):
             self._records.move_to_end(record.run_id, last=False)
         added = len(older)
         if added:
-            # _add counted children whose parents arrive later in this loop: recount.
+            # _add counts only the new runs' parents; runs shown already may have just
+            # got theirs from this history: recount.
             self._nested = sum(
                 1 for r in self._records.values()
                 if r.parent_run_id is not None and r.parent_run_id in self._records
