@@ -64,6 +64,7 @@ class RunWatch:
     callback: Callable[[dict[str, RunRecord]], None]
     interval_s: float
     manager: RunManager | None = None
+    leading: bool = True
     pending: dict[str, RunRecord] = field(default_factory=dict)
     handle: asyncio.Handle | None = None
     last: float = float("-inf")
@@ -72,7 +73,9 @@ class RunWatch:
     def _schedule(self, loop: asyncio.AbstractEventLoop | None) -> None:
         if loop is None or self.closed:
             return
-        delay = self.last + self.interval_s - loop.time()
+        delay = (
+            self.last + self.interval_s - loop.time() if self.leading else self.interval_s
+        )
         self.handle = (
             loop.call_later(delay, self._deliver) if delay > 0 else loop.call_soon(self._deliver)
         )
@@ -265,7 +268,11 @@ class RunManager:
         return unsubscribe
 
     def watch(
-        self, callback: Callable[[dict[str, RunRecord]], None], *, interval_s: float = 0.1
+        self,
+        callback: Callable[[dict[str, RunRecord]], None],
+        *,
+        interval_s: float = 0.1,
+        leading: bool = True,
     ) -> RunWatch:
         """Call ``callback(changes)`` at most once per ``interval_s`` seconds with the latest
         record of every run that changed since the previous call (``{run_id: record}``,
@@ -273,16 +280,18 @@ class RunManager:
 
         The coalescing form of :meth:`subscribe`, for UIs: the manager stores each change
         in the watcher's dict (no Python call per change), so a watcher costs almost
-        nothing per run however busy the runs are. The first change after a quiet period
-        is delivered at once (on the next loop iteration); callbacks run on the loop thread
-        and must not block. Returns a :class:`RunWatch`: ``close()`` stops watching,
-        ``take()`` pulls the changes not delivered yet.
+        nothing per run however busy the runs are. With ``leading`` (the default) the first
+        change after a quiet period is delivered at once (on the next loop iteration);
+        without, every change waits ``interval_s`` seconds, so a burst of runs is first
+        delivered ``interval_s`` after it starts. Callbacks run on the loop thread and must
+        not block. Returns a :class:`RunWatch`: ``close()`` stops watching, ``take()`` pulls
+        the changes not delivered yet.
 
         Raises:
           ValueError: if ``interval_s`` is not a positive number.
         """
         check_positive("interval_s", interval_s, allow_none=False)
-        watcher = RunWatch(callback, float(interval_s), self)
+        watcher = RunWatch(callback, float(interval_s), self, leading=bool(leading))
         self._watchers = (*self._watchers, watcher)
         return watcher
 

@@ -26,12 +26,14 @@ import asyncio
 import contextlib
 import logging
 import math
+import operator
 import time
 import weakref
 from collections import Counter, OrderedDict
-from collections.abc import Collection
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import compress
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -162,9 +164,11 @@ def view_from_message(content: dict[str, Any]) -> PanelView:
     )
 
 
-_run_id = attrgetter("run_id")
 _status = attrgetter("status")
 _session_id = attrgetter("session_id")
+_parent_run_id = attrgetter("parent_run_id")
+_tags = attrgetter("tags")
+_is_terminal = frozenset(s for s in RunStatus if s.is_terminal).__contains__
 
 _panels: weakref.WeakSet[RunPanel] = weakref.WeakSet()
 
@@ -219,20 +223,30 @@ class RunPanel(anywidget.AnyWidget):
         self._manager = manager
         self._refresh_s = float(refresh_s)
         self._view = view
-        self._records: OrderedDict[str, RunRecord] = OrderedDict()  # creation order
+        # Every run shown, in creation order, with the status last delivered (for the
+        # counts). Records are kept only for runs that are not live in the manager; a live
+        # run's current record is read from the manager. Keeping each delivered snapshot of
+        # a live run until the next one would hold a superseded record per live run for a
+        # refresh period: that cost ~3 us per run in a burst (bench/panel_overhead.py).
+        self._runs: OrderedDict[str, RunStatus] = OrderedDict()
+        self._finished: dict[str, RunRecord] = {}  # terminal runs and stored history
+        self._parents: dict[str, str] = {}  # run id -> parent run id, for runs with a parent
         self._children: dict[str, list[str]] = {}
         self._counts: Counter[RunStatus] = Counter(dict.fromkeys(RunStatus, 0))
         self._nested = 0  # records whose parent is also a record here (not top-level)
         self._opened_at = time.time()
         self._sessions: set[str | None] = set()
         self._tags: set[str] = set()
-        self._add(manager.recent_records())
+        self._add({r.run_id: r for r in manager.recent_records()})
         self._shown: dict[str, RunRecord] = {}  # what the browser has, as last sent
         self._last_summary: tuple[Any, ...] | None = None
         self._loop = manager.loop
         self.messages_sent = 0
-        # The manager coalesces changes for us: one call per refresh period at most.
-        self._watch = manager.watch(self._on_changes, interval_s=self._refresh_s)
+        # The manager coalesces changes for us: one call per refresh period at most. Not on
+        # the leading edge: a message sent while the loop is busy leaves ipykernel's IOPub
+        # thread waiting for the GIL, woken by every loop iteration, until the loop goes
+        # idle; sent refresh_s into a burst it costs the burst that much less.
+        self._watch = manager.watch(self._on_changes, interval_s=self._refresh_s, leading=False)
         self.on_msg(self._on_frontend_msg)
         _panels.add(self)
         self._history_task: asyncio.Task[None] | None = None
@@ -241,43 +255,64 @@ class RunPanel(anywidget.AnyWidget):
             self._history_task = loop.create_task(self.load_history(history))
 
     # ------------------------------------------------------------ the run table
-    def _add(self, changed: Collection[RunRecord]) -> None:
-        """Take in the newest records of ``changed`` runs (new ones go last).
+    def _add(self, changed: Mapping[str, RunRecord], *, live: bool = True) -> None:
+        """Take in the newest records of ``changed`` runs (``{run_id: record}``; new runs
+        go last).
+
+        ``live``: the records come from this panel's manager, so a non-terminal one is
+        entered as its status and read back from the manager; False for stored history.
 
         The hot path while the panel is open (every run passes here once or twice), so it
         works in bulk: the per-record steps are C-level ``map``/``Counter``/``dict.update``
         calls, and only new runs with a parent or tags take a Python-level step.
         """
-        records, counts = self._records, self._counts
-        olds = list(map(records.get, map(_run_id, changed)))
+        runs, counts = self._runs, self._counts
+        records = list(changed.values())
+        statuses = list(map(_status, records))
+        olds = list(map(runs.get, changed))
         # Counter(iterable) and Counter.update count in C; subtract takes a mapping here
         # (given an iterable it would loop in Python).
-        counts.subtract(Counter(map(_status, filter(None, olds))))
-        counts.update(map(_status, changed))
-        new = [r for r, old in zip(changed, olds, strict=True) if old is None]
-        records.update(zip(map(_run_id, changed), changed, strict=True))
+        counts.subtract(Counter(filter(None, olds)))
+        counts.update(statuses)
+        runs.update(zip(changed, statuses, strict=True))
+        self._finished.update(
+            compress(changed.items(), map(_is_terminal, statuses)) if live else changed
+        )
+        new = list(compress(records, map(operator.not_, olds)))
         if not new:
             return
         self._sessions.update(map(_session_id, new))
-        for record in new:
+        for record in compress(new, map(_parent_run_id, new)):
             parent = record.parent_run_id
-            if parent is not None:
-                self._children.setdefault(parent, []).append(record.run_id)
-                if parent in records:
-                    self._nested += 1
-            if record.tags:
-                self._tags.update(record.tags)
-        while len(records) > MAX_RUNS:
+            self._parents[record.run_id] = parent
+            self._children.setdefault(parent, []).append(record.run_id)
+            if parent in runs:
+                self._nested += 1
+        for tags in filter(None, map(_tags, new)):
+            self._tags.update(tags)
+        while len(runs) > MAX_RUNS:
             self._drop_oldest()
 
+    def _record(self, run_id: str | None) -> RunRecord | None:
+        """The current record of a run the panel shows, or None."""
+        if run_id is None:
+            return None
+        record = self._finished.get(run_id)
+        if record is None and run_id in self._runs:
+            record = self._manager.find_record(run_id)  # O(1) for a live run
+            if record is not None and record.status.is_terminal:
+                self._finished[run_id] = record  # it ended in a way the panel missed
+        return record
+
     def _drop_oldest(self) -> None:
-        records = self._records
-        _, oldest = records.popitem(last=False)  # O(1); next(iter(dict)) degrades to O(n)
-        self._counts[oldest.status] -= 1
-        if oldest.parent_run_id in records:
+        runs = self._runs
+        run_id, status = runs.popitem(last=False)  # O(1); next(iter(dict)) degrades to O(n)
+        self._counts[status] -= 1
+        self._finished.pop(run_id, None)
+        if self._parents.pop(run_id, None) in runs:
             self._nested -= 1
         # its children still shown become top-level rows
-        self._nested -= sum(1 for c in self._children.pop(oldest.run_id, ()) if c in records)
+        self._nested -= sum(1 for c in self._children.pop(run_id, ()) if c in runs)
 
     async def load_history(self, limit: int = HISTORY_RUNS) -> int:
         """Add the newest ``limit`` runs from the manager's store that the panel does not
@@ -293,19 +328,19 @@ class RunPanel(anywidget.AnyWidget):
         older = [  # newest first
             record for record in stored
             # not shown already, nor a run of this panel's time still on its way
-            if record.run_id not in self._records
+            if record.run_id not in self._runs
             and record.created_at.timestamp() < self._opened_at
         ]
-        self._add(older)
+        self._add({r.run_id: r for r in older}, live=False)
         for record in older:  # each goes in front of the newer ones
-            self._records.move_to_end(record.run_id, last=False)
+            self._runs.move_to_end(record.run_id, last=False)
         added = len(older)
         if added:
             # _add counts only the new runs' parents; runs shown already may have just
             # got theirs from this history: recount.
+            runs = self._runs
             self._nested = sum(
-                1 for r in self._records.values()
-                if r.parent_run_id is not None and r.parent_run_id in self._records
+                1 for run_id, parent in self._parents.items() if run_id in runs and parent in runs
             )
             if self.comm is not None:
                 self._send_page(reset=False)
@@ -314,22 +349,22 @@ class RunPanel(anywidget.AnyWidget):
     def records(self) -> list[RunRecord]:
         """Every record the panel holds, oldest first (filters aside)."""
         self._catch_up()
-        return list(self._records.values())
+        return [r for run_id in list(self._runs) if (r := self._record(run_id)) is not None]
 
     def _on_changes(self, changes: dict[str, RunRecord]) -> None:
         """RunManager.watch callback: the latest record of each run changed since the last
         call (at most one call per refresh period)."""
-        self._add(changes.values())
+        self._add(changes)
         if self.comm is not None:
             self._send_page(reset=False)
 
     def _catch_up(self) -> None:
         # Answer a request from current data, not data up to one refresh period old.
-        self._add(self._watch.take().values())
+        self._add(self._watch.take())
 
     # --------------------------------------------------------------- the page
     def _top_level(self, record: RunRecord) -> bool:
-        parent = self._records.get(record.parent_run_id) if record.parent_run_id else None
+        parent = self._record(record.parent_run_id)
         return parent is None or not self._view.matches(parent)
 
     def compute_page(self) -> dict[str, Any]:
@@ -339,6 +374,9 @@ class RunPanel(anywidget.AnyWidget):
         kept as runs change); with filters it makes one pass over the runs. Either way at
         most once per flush.
         """
+        # Live rows are read from the manager as they are now: take in the changes not
+        # delivered yet, so the counts agree with the rows.
+        self._catch_up()
         view = self._view
         if view.filtered:
             tops, live_matching = self._scan_filtered()
@@ -347,7 +385,7 @@ class RunPanel(anywidget.AnyWidget):
             view.page = min(view.page, page_count - 1)
             tops = tops[view.page * PAGE_SIZE : (view.page + 1) * PAGE_SIZE]
         else:
-            matching = len(self._records) - self._nested
+            matching = len(self._runs) - self._nested
             live_matching = sum(n for s, n in self._counts.items() if not s.is_terminal)
             page_count = max(1, math.ceil(matching / PAGE_SIZE))
             view.page = min(view.page, page_count - 1)
@@ -358,7 +396,7 @@ class RunPanel(anywidget.AnyWidget):
         return {
             "order": order,
             "counts": {s.value: n for s, n in self._counts.items() if n},
-            "total": len(self._records),
+            "total": len(self._runs),
             "matching": matching,
             "live_matching": live_matching,
             "page": view.page,
@@ -372,25 +410,28 @@ class RunPanel(anywidget.AnyWidget):
         }
 
     def _newest_top_level(self, skip: int, count: int) -> list[RunRecord]:
-        records = self._records
+        runs, parents = self._runs, self._parents
         found: list[RunRecord] = []
-        for record in reversed(records.values()):
-            if record.parent_run_id is not None and record.parent_run_id in records:
+        for run_id in reversed(runs):
+            if parents.get(run_id) in runs:
                 continue
             if skip:
                 skip -= 1
                 continue
-            found.append(record)
-            if len(found) == count:
-                break
+            record = self._record(run_id)
+            if record is not None:
+                found.append(record)
+                if len(found) == count:
+                    break
         return found
 
     def _scan_filtered(self) -> tuple[list[RunRecord], int]:
         matches = self._view.matches
         tops: list[RunRecord] = []
         live_matching = 0
-        for record in reversed(self._records.values()):
-            if not matches(record):
+        for run_id in reversed(self._runs):
+            record = self._record(run_id)
+            if record is None or not matches(record):
                 continue
             if not record.status.is_terminal:
                 live_matching += 1
@@ -403,7 +444,7 @@ class RunPanel(anywidget.AnyWidget):
         children = [
             child
             for child_id in self._children.get(record.run_id, ())
-            if (child := self._records.get(child_id)) is not None and view.matches(child)
+            if (child := self._record(child_id)) is not None and view.matches(child)
         ]
         expanded = record.run_id in view.expanded or (
             record.run_id not in view.collapsed and len(children) <= AUTO_EXPAND_CHILDREN
@@ -420,7 +461,9 @@ class RunPanel(anywidget.AnyWidget):
         upsert = []
         shown: dict[str, RunRecord] = {}
         for run_id, *_ in page["order"]:
-            record = self._records[run_id]
+            record = self._record(run_id)
+            if record is None:  # cannot happen: compute_page read each run it put in order
+                continue
             shown[run_id] = record
             if self._shown.get(run_id) is not record:  # records are frozen: identity = same
                 upsert.append(record_to_row(record))
@@ -472,7 +515,7 @@ class RunPanel(anywidget.AnyWidget):
             self._cancel(run_ids)
         else:  # cancel_matching
             matching = [
-                r.run_id for r in self._records.values()
+                r.run_id for r in self.records()
                 if not r.status.is_terminal and self._view.matches(r)
             ]
             if not matching:
