@@ -347,11 +347,6 @@ class Burst:
         return len(self.in_window) / (self.wall1 - self.wall0)
 
     @property
-    def msgs_per_s_after_first(self) -> float:
-        """Like :attr:`msgs_per_s` without the leading message (sent at once, by design)."""
-        return max(0, len(self.in_window) - 1) / (self.wall1 - self.wall0)
-
-    @property
     def min_gap(self) -> float | None:
         """Smallest interval between consecutive panel messages (kernel clock)."""
         times = sorted(m.server_time for m in self.messages)
@@ -550,9 +545,7 @@ def report(
         cpu = _median([x.cpu / x.n for x in runs]) * 1e6
         line(f"kernel CPU/run, loop thread: {variant}", f"{cpu:.1f} us  ({cpu_a / cpu:.3f})")
     line("panel messages/s during burst (median)",
-         f"{_median([x.msgs_per_s for x in b]):.1f}; "
-         f"{_median([x.msgs_per_s_after_first for x in b]):.1f} without the leading one"
-         f"  (bound 1/refresh_s = {1 / refresh_s:.1f})")
+         f"{_median([x.msgs_per_s for x in b]):.1f}  (bound 1/refresh_s = {1 / refresh_s:.1f})")
     line("burst length; messages sent within it (median)",
          f"{_median([x.elapsed for x in b]) * 1e3:.0f} ms; "
          f"{_median([len(x.in_window) for x in b]):.0f}")

@@ -855,6 +855,29 @@ async def test_watch_coalesces_changes_at_a_bounded_rate(manager, registry):
     assert len(deliveries) == count and not manager._watchers
 
 
+async def test_watch_without_leading_edge_waits_one_interval(manager, registry):
+    @graph_fn("w_quick2", registry=registry)
+    async def w_quick2():
+        return 1
+
+    loop = asyncio.get_running_loop()
+    deliveries: list[tuple[float, set]] = []
+    leading = manager.watch(lambda ch: deliveries.append((loop.time(), set(ch))),
+                            interval_s=0.1)
+    trailing = manager.watch(lambda ch: deliveries.append((-loop.time(), set(ch))),
+                             interval_s=0.1, leading=False)
+    start = loop.time()
+    record = (await manager.run_and_wait("w_quick2", inputs={}))[0]
+    await asyncio.sleep(0.2)
+    first_leading = min(t for t, _ in deliveries if t > 0)
+    first_trailing = min(-t for t, _ in deliveries if t < 0)
+    assert first_leading - start < 0.05  # the next loop iteration
+    assert first_trailing - start >= 0.1 - 1e-3
+    assert {record.run_id} == set().union(*(ids for t, ids in deliveries if t < 0))
+    leading.close()
+    trailing.close()
+
+
 async def test_raising_watcher_does_not_break_runs(manager, registry, caplog):
     @graph_fn("w_quick", registry=registry)
     async def w_quick():

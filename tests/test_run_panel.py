@@ -7,7 +7,9 @@ browser side is covered by js/test (logic) and tests/test_browser.py (real Jupyt
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 from collections import Counter
 
 import comm
@@ -369,3 +371,30 @@ async def test_panel_shows_runs_of_an_earlier_kernel_from_the_store(registry, tm
     assert await panel.load_history() == 0  # nothing twice
     panel.close()
     await manager.close()
+
+
+async def test_panel_holds_no_superseded_record_of_a_live_run():
+    # A live run's rows are read from the manager: once the manager replaces a run's record,
+    # the panel must not keep the old snapshot alive until its next refresh (a burst of runs
+    # would pay for thousands of them in garbage collection and fresh memory).
+    registry = GraphRegistry()
+    gate, started = asyncio.Event(), asyncio.Event()
+
+    @graph_fn("p_gate", registry=registry)
+    async def p_gate():
+        started.set()
+        await gate.wait()
+
+    manager = RunManager(registry=registry)
+    panel = RunPanel(manager, refresh_s=60)  # no timed refresh during the test
+    run = await manager.submit_run("p_gate", inputs={})
+    await started.wait()
+    assert [r.status for r in panel.records()] == [RunStatus.running]  # taken in now
+    running = weakref.ref(manager.find_record(run.run_id))
+    gate.set()
+    final = await manager.wait_run(run.run_id)
+    gc.collect()
+    assert running() is None
+    assert panel.records() == [final]
+    assert panel.compute_page()["counts"] == {"succeeded": 1}
+    panel.close()
