@@ -34,7 +34,8 @@ after a burst.
 ``--decompose`` alternates three more variants to split the panel's cost: S (a no-op
 subscriber: the RunManager's event fan-out), R (a panel whose watch callback drops the coalesced
 rows: the floor of any design sending only O(visible rows) per flush) and P (a panel
-whose ``send`` is stubbed: rows built, never serialised or sent). ``--profile`` adds one A
+whose messages are dropped: rows built, never serialised, sent or handed to the IOPub
+thread). ``--profile`` adds one A
 and one B burst under cProfile in the kernel (after the timed ones) and prints where B
 spends more time than A. ``--messages`` lists every panel message.
 
@@ -73,7 +74,7 @@ GRAPH_ID = "bench_panel_trivial"
 # ``server_time`` with) plus the panel's own message count; with ``profile`` it runs under
 # cProfile and keeps the stats for ``_bench_profile_diff``.
 KERNEL_SETUP = f"""
-import asyncio, cProfile, gc, json, pstats, resource, time
+import asyncio, cProfile, gc, json, pstats, resource, threading, time
 from ag_jupyter import graph_fn, get_run_manager
 from ag_jupyter.widgets.run_panel import RunPanel
 from IPython.display import display
@@ -96,6 +97,16 @@ def _bench_gc_cb(phase, info):
 
 gc.callbacks.append(_bench_gc_cb)
 
+def _bench_iopub():
+    # CPU seconds and voluntary context switches of ipykernel's IOPub thread (it sends
+    # every iopub message, so it wants the GIL whenever the panel has sent one).
+    for t in threading.enumerate():
+        if t.name == "IOPub":
+            with open(f"/proc/self/task/{{t.native_id}}/status") as f:
+                vol = next(int(l.split()[1]) for l in f if l.startswith("voluntary_ctxt"))
+            return [time.clock_gettime(time.pthread_getcpuclockid(t.ident)), vol]
+    return [0.0, 0]
+
 async def _bench_burst(n, shape, label, profile=False):
     global _bench_cpu0
     mgr = get_run_manager()
@@ -107,6 +118,7 @@ async def _bench_burst(n, shape, label, profile=False):
         prof.enable()
     wall0 = time.time()
     ru0 = resource.getrusage(resource.RUSAGE_THREAD)
+    io0 = _bench_iopub()
     cpu0, proc0 = time.thread_time(), time.process_time()
     _bench_cpu0 = cpu0
     t0 = time.perf_counter()
@@ -125,6 +137,7 @@ async def _bench_burst(n, shape, label, profile=False):
     elapsed = time.perf_counter() - t0
     cpu, proc = time.thread_time() - cpu0, time.process_time() - proc0
     ru1 = resource.getrusage(resource.RUSAGE_THREAD)
+    io1 = _bench_iopub()
     faults = ru1.ru_minflt - ru0.ru_minflt
     switches = [ru1.ru_nvcsw - ru0.ru_nvcsw, ru1.ru_nivcsw - ru0.ru_nivcsw]
     wall1 = time.time()
@@ -134,22 +147,23 @@ async def _bench_burst(n, shape, label, profile=False):
     sent = (_bench_panel.messages_sent if _bench_panel is not None else 0) - sent0
     return {{"elapsed": elapsed, "cpu": cpu, "proc": proc, "wall0": wall0, "wall1": wall1,
             "bad": bad, "panel_sent": sent, "gc_s": _bench_gc["s"], "gc_n": list(_bench_gc["n"]),
-            "faults": faults, "switches": switches}}
+            "faults": faults, "switches": switches,
+            "iopub": [io1[0] - io0[0], io1[1] - io0[1]]}}
 
 def _bench_show_panel(refresh_s, mute=False, floor=False):
     global _bench_panel
     panel = _bench_panel = RunPanel(get_run_manager(), refresh_s=refresh_s)
     if floor:  # the manager coalesces changes, the panel drops them: no rows, no message
         panel._watch.callback = lambda changes: None
-    if mute:  # rows are built, nothing is serialised or sent
-        panel.send = lambda *args, **kwargs: None
+    if mute:  # rows are built, nothing is serialised, sent or handed to the IOPub thread
+        panel._send_message = lambda content: None
     else:
         display(panel)
     return panel.comm.comm_id
 
 def _bench_close_panel():
     global _bench_panel
-    sent = _bench_panel.messages_sent
+    sent = [_bench_panel.messages_sent, _bench_panel.hand_off_s]
     _bench_panel.close()
     _bench_panel = None
     return sent
@@ -328,7 +342,9 @@ class Burst:
     gc_n: list[int] = field(default_factory=lambda: [0, 0, 0])  # collections per generation
     faults: int = 0  # minor page faults of the loop thread during the burst
     switches: list[int] = field(default_factory=lambda: [0, 0])  # (in)voluntary ctx switches
+    iopub: list[float] = field(default_factory=lambda: [0.0, 0])  # IOPub thread: CPU s, vol. csw
     panel_sent: int = 0
+    hand_off_s: float = 0.0  # seconds the panel waited for the IOPub thread to take messages
     messages: list[PanelMessage] = field(default_factory=list)
 
     @property
@@ -371,7 +387,7 @@ VARIANT_NAMES = {
     "B": "panel displayed (real comm)",
     "S": "no-op subscriber only",
     "R": "panel, watch callback drops changes",
-    "P": "panel, send() stubbed out",
+    "P": "panel, messages built, not sent",
 }
 
 
@@ -404,7 +420,8 @@ def run_burst(
         raise KernelError(f"{result['bad']} of {n} runs did not succeed")
     burst = Burst(variant, n, result["elapsed"], result["wall0"], result["wall1"],
                   cpu=result["cpu"], proc=result["proc"], gc_s=result["gc_s"],
-                  gc_n=result["gc_n"], faults=result["faults"], switches=result["switches"])
+                  gc_n=result["gc_n"], faults=result["faults"], switches=result["switches"],
+                  iopub=result["iopub"])
     # Let the trailing coalesced message go out; every variant waits the same, so none
     # starts right after a busier predecessor than another.
     time.sleep(max(0.3, 3 * refresh_s))
@@ -419,7 +436,7 @@ def run_burst(
         got = execute(
             kc, "", expressions={"s": "json.dumps(_bench_sent)", "c": "json.dumps(_bench_comm_id)"}
         )
-        burst.panel_sent, comm_id = got["s"], got["c"]
+        (burst.panel_sent, burst.hand_off_s), comm_id = got["s"], got["c"]
         deadline = time.monotonic() + 10
         while len(drain.messages(comm_id)) < burst.panel_sent and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -544,6 +561,15 @@ def report(
     for variant, runs in (extra or {}).items():
         cpu = _median([x.cpu / x.n for x in runs]) * 1e6
         line(f"kernel CPU/run, loop thread: {variant}", f"{cpu:.1f} us  ({cpu_a / cpu:.3f})")
+    # A message sent while the loop is saturated leaves the IOPub thread waiting for the
+    # GIL, woken (and sent back to sleep) by each loop iteration until the loop idles.
+    io_cpu_a, io_cpu_b = (_median([x.iopub[0] for x in v]) * 1e3 for v in (a, b))
+    io_csw_a, io_csw_b = (_median([x.iopub[1] for x in v]) for v in (a, b))
+    hand_offs = [x.hand_off_s / x.panel_sent for x in b if x.panel_sent]
+    line("hand-off to IOPub per message: median / max",
+         f"{_median(hand_offs) * 1e3:.2f} / {max(hand_offs, default=0) * 1e3:.2f} ms")
+    line("IOPub thread/burst: CPU A / B; wake-ups A / B",
+         f"{io_cpu_a:.2f} / {io_cpu_b:.2f} ms; {io_csw_a:.0f} / {io_csw_b:.0f}")
     line("panel messages/s during burst (median)",
          f"{_median([x.msgs_per_s for x in b]):.1f}  (bound 1/refresh_s = {1 / refresh_s:.1f})")
     line("burst length; messages sent within it (median)",
@@ -653,8 +679,8 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--decompose", action="store_true",
                         help="also alternate S (a no-op subscriber), R (a panel whose "
                         "flush drops the coalesced rows: the floor of any design that sends "
-                        "O(visible rows) per flush) and P (a panel whose send() is stubbed: "
-                        "rows built, not serialised) to split the panel's cost")
+                        "O(visible rows) per flush) and P (a panel whose messages are built, "
+                        "not sent) to split the panel's cost")
     parser.add_argument("--check", action="store_true", help="exit 1 if the target is missed")
     args = parser.parse_args(argv)
     if args.n <= 0 or args.reps <= 0 or not args.refresh_s > 0:

@@ -158,3 +158,26 @@ def test_blocking_wait_errors_unless_nest_asyncio2_is_opted_in(kernel):
     reply = execute(kc, "%%ag_session\nawait context.runner().run_and_wait('kslow', "
                         "inputs={'seconds': 0.1})")
     assert reply["content"]["status"] == "ok", reply["content"]
+
+
+def test_panel_hands_its_messages_to_the_iopub_thread(kernel):
+    # A saturated loop starves ipykernel's IOPub thread of the GIL; the panel waits (bounded)
+    # for it to take each message. bench/panel_overhead.py measures what that saves.
+    _, kc = kernel
+    reply = execute(
+        kc,
+        "from ag_jupyter.widgets.iopub import HAND_OFF_MAX_S, hand_off, iopub_thread\n"
+        "from ag_jupyter.widgets.run_panel import RunPanel\n"
+        "panel = RunPanel(get_run_manager(), refresh_s=0.05)\n"
+        "display(panel)\n"
+        "for _ in range(3):\n"
+        "    await get_run_manager().run_and_wait('kslow', inputs={'seconds': 0.1})\n"
+        "await asyncio.sleep(0.3)\n",
+    )
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert evaluate(kc, "iopub_thread() is get_ipython().kernel.iopub_thread") == "True"
+    assert evaluate(kc, "panel.messages_sent >= 3") == "True"
+    # every message waited for the IOPub thread, never longer than the bound
+    assert evaluate(
+        kc, "0 < panel.hand_off_s <= panel.messages_sent * (HAND_OFF_MAX_S + 0.05)"
+    ) == "True"

@@ -398,3 +398,10 @@ async def test_panel_holds_no_superseded_record_of_a_live_run():
     assert panel.records() == [final]
     assert panel.compute_page()["counts"] == {"succeeded": 1}
     panel.close()
+
+
+def test_hand_off_is_a_no_op_outside_a_kernel():
+    from ag_jupyter.widgets.iopub import hand_off, iopub_thread
+
+    assert iopub_thread() is None
+    assert hand_off() == 0.0

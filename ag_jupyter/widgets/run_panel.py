@@ -42,6 +42,7 @@ import anywidget
 import traitlets
 
 from ..runtime import RunManager, RunNotFoundError, RunRecord, RunStatus
+from .iopub import hand_off
 from .snapshot import html_table, parse_statuses, text_table
 
 log = logging.getLogger("ag_jupyter.widgets")
@@ -242,10 +243,10 @@ class RunPanel(anywidget.AnyWidget):
         self._last_summary: tuple[Any, ...] | None = None
         self._loop = manager.loop
         self.messages_sent = 0
+        self.hand_off_s = 0.0  # seconds spent handing messages to ipykernel's IOPub thread
         # The manager coalesces changes for us: one call per refresh period at most. Not on
-        # the leading edge: a message sent while the loop is busy leaves ipykernel's IOPub
-        # thread waiting for the GIL, woken by every loop iteration, until the loop goes
-        # idle; sent refresh_s into a burst it costs the burst that much less.
+        # the leading edge: a burst's first flush would take in every run still queued, and
+        # take each in again when it finishes (the first rows show refresh_s later instead).
         self._watch = manager.watch(self._on_changes, interval_s=self._refresh_s, leading=False)
         self.on_msg(self._on_frontend_msg)
         _panels.add(self)
@@ -473,11 +474,16 @@ class RunPanel(anywidget.AnyWidget):
             return  # nothing the browser shows changed
         self._shown, self._last_summary = shown, summary
         self.messages_sent += 1
-        self.send({"type": "page", "reset": reset, "upsert": upsert,
-                   "server_time": time.time(), **page})
+        self._send_message({"type": "page", "reset": reset, "upsert": upsert,
+                            "server_time": time.time(), **page})
 
     def _notice(self, text: str, level: str = "error") -> None:
-        self.send({"type": "notice", "level": level, "text": text})
+        self._send_message({"type": "notice", "level": level, "text": text})
+
+    def _send_message(self, content: dict[str, Any]) -> None:
+        self.send(content)
+        # See .iopub: on a saturated loop the IOPub thread would otherwise wait for the GIL.
+        self.hand_off_s += hand_off()
 
     # ----------------------------------------------------------- browser side
     def _on_frontend_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
