@@ -41,8 +41,10 @@ spends more time than A. ``--messages`` lists every panel message.
 
 Usage: ``python bench/panel_overhead.py [--n 5000] [--reps 5] [--refresh-s 0.1]
 [--shape batch|sequential] [--decompose] [--profile] [--messages] [--check]``.
-Target: throughput with the panel >= 0.9 x throughput without. On a noisy machine use
-more ``--reps`` (15-20): single bursts of 5,000 trivial runs last only ~0.2 s.
+Target: throughput with the panel >= 0.9 x throughput without, judged on the median of the
+per-pair ratios (each A/B pair runs back to back, so a slow phase of the machine hits both).
+On a noisy machine use more ``--reps`` (15-20): single bursts of 5,000 trivial runs last only
+~0.2 s.
 """
 
 from __future__ import annotations
@@ -522,7 +524,9 @@ def report(
     rate_b = _median([x.runs_per_s for x in b])
     ratio = rate_b / rate_a
     paired = _median([y.runs_per_s / x.runs_per_s for x, y in zip(a, b, strict=True)])
-    ok = ratio >= TARGET_RATIO
+    # The verdict takes the pairs: this VM has slow phases (the same burst takes 25 or 45 us
+    # of CPU per run) lasting longer than a pair, so each pair's ratio cancels them.
+    ok = paired >= TARGET_RATIO
     msgs = [m for x in b for m in x.messages]
     sizes = [m.content_bytes for m in msgs]
     wires = [m.wire_bytes for m in msgs]
@@ -540,8 +544,8 @@ def report(
     line("runs/s with panel (B, median)",
          f"{rate_b:,.0f}  (range {min(x.runs_per_s for x in b):,.0f}"
          f"-{max(x.runs_per_s for x in b):,.0f})")
-    line("ratio B/A (of medians; median of pairs)",
-         f"{ratio:.3f}; {paired:.3f}  target >= {TARGET_RATIO}: {'met' if ok else 'NOT met'}")
+    line("ratio B/A (median of pairs; of medians)",
+         f"{paired:.3f}; {ratio:.3f}  target >= {TARGET_RATIO}: {'met' if ok else 'NOT met'}")
     for variant, runs in (extra or {}).items():
         rate = _median([x.runs_per_s for x in runs])
         line(f"runs/s {variant}: {VARIANT_NAMES[variant]}",

@@ -228,7 +228,7 @@ class RunPanel(anywidget.AnyWidget):
         # counts). Records are kept only for runs that are not live in the manager; a live
         # run's current record is read from the manager. Keeping each delivered snapshot of
         # a live run until the next one would hold a superseded record per live run for a
-        # refresh period: that cost ~3 us per run in a burst (bench/panel_overhead.py).
+        # refresh period: that cost 2-3 us per run in a burst (bench/panel_overhead.py).
         self._runs: OrderedDict[str, RunStatus] = OrderedDict()
         self._finished: dict[str, RunRecord] = {}  # terminal runs and stored history
         self._parents: dict[str, str] = {}  # run id -> parent run id, for runs with a parent
@@ -348,7 +348,7 @@ class RunPanel(anywidget.AnyWidget):
         return added
 
     def records(self) -> list[RunRecord]:
-        """Every record the panel holds, oldest first (filters aside)."""
+        """The current record of every run the panel shows, oldest first (filters aside)."""
         self._catch_up()
         return [r for run_id in list(self._runs) if (r := self._record(run_id)) is not None]
 
