@@ -10,8 +10,9 @@ the middle): ~280 IOPub wake-ups, ~5 ms of IOPub CPU, 1-3 us per run of loop CPU
 messages reaching the browser up to 100-370 ms late.
 
 :func:`hand_off` makes the sender wait (bounded) until the IOPub thread has taken what was
-queued, so the thread gets the GIL at once: ~0.5 ms per message, at most ``1/refresh_s``
-times a second.
+queued, so the thread gets the GIL at once: ~0.5 ms per message (at most ``1/refresh_s``
+times a second for the panel). Measured the same way with it: 2-30 IOPub wake-ups and
+0.4-1.9 ms of IOPub CPU per burst, messages on the wire within 2-13 ms.
 """
 
 from __future__ import annotations
