@@ -198,6 +198,11 @@ class RunPanel(anywidget.AnyWidget):
       history: how many of the newest stored runs of earlier kernels (a durable workspace
         keeps them) to load in the background when the panel opens; 0 for none.
 
+    Attributes:
+      messages_sent: page messages sent so far (int).
+      hand_off_s: seconds spent waiting for ipykernel's IOPub thread to take those
+        messages (float; see :mod:`ag_jupyter.widgets.iopub`).
+
     Raises:
       ValueError: for a non-positive ``refresh_s`` or an unknown status.
     """
@@ -375,6 +380,10 @@ class RunPanel(anywidget.AnyWidget):
         kept as runs change); with filters it makes one pass over the runs. Either way at
         most once per flush.
         """
+        return self._build_page()[0]
+
+    def _build_page(self) -> tuple[dict[str, Any], dict[str, RunRecord]]:
+        # The page, and the record of each run in its order (the rows it shows).
         # Live rows are read from the manager as they are now: take in the changes not
         # delivered yet, so the counts agree with the rows.
         self._catch_up()
@@ -392,8 +401,9 @@ class RunPanel(anywidget.AnyWidget):
             view.page = min(view.page, page_count - 1)
             tops = self._newest_top_level(view.page * PAGE_SIZE, PAGE_SIZE)
         order: list[list[Any]] = []
+        rows: dict[str, RunRecord] = {}
         for record in tops:
-            self._append_with_children(order, record, 0)
+            self._append_with_children(order, rows, record, 0)
         return {
             "order": order,
             "counts": {s.value: n for s, n in self._counts.items() if n},
@@ -408,7 +418,7 @@ class RunPanel(anywidget.AnyWidget):
                 "tags": sorted(self._tags),
             },
             "view": view.to_message(),
-        }
+        }, rows
 
     def _newest_top_level(self, skip: int, count: int) -> list[RunRecord]:
         runs, parents = self._runs, self._parents
@@ -440,7 +450,9 @@ class RunPanel(anywidget.AnyWidget):
                 tops.append(record)
         return tops, live_matching
 
-    def _append_with_children(self, order: list[list[Any]], record: RunRecord, depth: int) -> None:
+    def _append_with_children(
+        self, order: list[list[Any]], rows: dict[str, RunRecord], record: RunRecord, depth: int
+    ) -> None:
         view = self._view
         children = [
             child
@@ -451,23 +463,19 @@ class RunPanel(anywidget.AnyWidget):
             record.run_id not in view.collapsed and len(children) <= AUTO_EXPAND_CHILDREN
         )
         order.append([record.run_id, depth, len(children), bool(children) and expanded])
+        rows[record.run_id] = record
         if children and expanded and depth < 20:
             for child in children[:MAX_CHILDREN_SHOWN]:
-                self._append_with_children(order, child, depth + 1)
+                self._append_with_children(order, rows, child, depth + 1)
 
     def _send_page(self, *, reset: bool) -> None:
-        page = self.compute_page()
+        page, shown = self._build_page()
         if reset:
             self._shown = {}
-        upsert = []
-        shown: dict[str, RunRecord] = {}
-        for run_id, *_ in page["order"]:
-            record = self._record(run_id)
-            if record is None:  # cannot happen: compute_page read each run it put in order
-                continue
-            shown[run_id] = record
-            if self._shown.get(run_id) is not record:  # records are frozen: identity = same
-                upsert.append(record_to_row(record))
+        upsert = [
+            record_to_row(record) for run_id, record in shown.items()
+            if self._shown.get(run_id) is not record  # records are frozen: identity = same
+        ]
         summary = (page["order"], page["counts"], page["total"], page["live_matching"],
                    page["page_count"], page["facets"])
         if not reset and not upsert and summary == self._last_summary:
@@ -500,8 +508,7 @@ class RunPanel(anywidget.AnyWidget):
             kind = content.get("type") if isinstance(content, dict) else type(content).__name__
             self._notice(f"ignored an unknown panel action {kind!r}")
             return
-        action = content["type"]
-        self._catch_up()
+        action = content["type"]  # pages and records() take in undelivered changes first
         if action == "hello":
             self._send_page(reset=True)
         elif action == "view":
