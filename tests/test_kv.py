@@ -84,12 +84,13 @@ async def test_a_run_without_session_gets_its_own_scope(manager: RunManager) -> 
 
 async def test_ttl_expires_keys(session: ContextFactory) -> None:
     kv = (await session()).kv()
-    await kv.set("short", 1, ttl_s=0.05)
-    await kv.mset({"a": 1, "b": 2}, ttl_s=0.05)
+    # TTL long enough that a loaded machine still reads "short" before it expires
+    await kv.set("short", 1, ttl_s=0.5)
+    await kv.mset({"a": 1, "b": 2}, ttl_s=0.5)
     await kv.set("long", 2, ttl_s=60)
     await kv.set("forever", 3)
     assert await kv.get("short") == 1
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.6)
     assert await kv.get("short") is None
     assert not await kv.exists("short")
     assert await kv.mget(["a", "b", "long"]) == {"a": None, "b": None, "long": 2}
