@@ -144,7 +144,7 @@ def durable_manager(folder: Path) -> Any:
     """A RunManager on a new durable workspace in ``folder``: SQLite run store plus the
     workspace's kv/memory/artifacts services, as a kernel with a workspace gets."""
     from ag_jupyter.runtime import RunManager
-    from ag_jupyter.runtime.workspace import workspace_runtime
+    from ag_jupyter.runtime.defaults import workspace_runtime
 
     return RunManager(**workspace_runtime(folder))
 
@@ -152,7 +152,7 @@ def durable_manager(folder: Path) -> Any:
 def in_memory_manager() -> Any:
     """A RunManager with the in-memory run store."""
     from ag_jupyter.runtime import RunManager
-    from ag_jupyter.runtime.run_store import InMemoryRunStore
+    from ag_jupyter.runtime.store.run_store import InMemoryRunStore
 
     return RunManager(store=InMemoryRunStore())
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from ag_jupyter import graph_fn, open_session
 from ag_jupyter.runtime import GraphRegistry, RunManager, RunStatus
-from ag_jupyter.runtime.workspace import workspace_runtime
+from ag_jupyter.runtime.defaults import workspace_runtime
 
 GRAPH_ID = "bench-trivial"
 REGISTRY = GraphRegistry()

@@ -22,16 +22,11 @@ from ag_jupyter.runtime import GraphRegistry, RunManager
 def isolated_default_workspace(tmp_path_factory, monkeypatch):
     """Each test gets its own default workspace (``AG_WORKSPACE``), so fixed run ids such as
     the seeds' ``run-custom-001`` never collide between tests, in-process or in scripts."""
-    from ag_jupyter.runtime import workspace
+    from ag_jupyter.runtime.defaults import close_default_workspace
 
     monkeypatch.setenv("AG_WORKSPACE", str(tmp_path_factory.mktemp("workspace")))
     yield
-    with workspace._default_lock:
-        opened = workspace._default_workspace
-        workspace._default_workspace = None
-        workspace._default_store = None
-    if opened is not None and not opened.closed:
-        opened.close()
+    close_default_workspace()
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +45,7 @@ async def close_default_manager() -> AsyncIterator[None]:
 @pytest.fixture
 async def workspace_manager(tmp_path) -> AsyncIterator[RunManager]:
     """A RunManager on a fresh durable workspace (SQLite store and workspace services)."""
-    from ag_jupyter.runtime.workspace import workspace_runtime
+    from ag_jupyter.runtime.defaults import workspace_runtime
 
     mgr = RunManager(**workspace_runtime(tmp_path / "ws"))
     yield mgr

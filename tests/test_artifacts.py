@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from ag_jupyter.runtime import NodeContext, RunManager, build_adhoc_context
+from ag_jupyter.runtime.errors import WorkspaceWriteError
 from ag_jupyter.runtime.services.artifacts import Artifact, ArtifactNotFoundError
-from ag_jupyter.runtime.workspace import WorkspaceWriteError
 
 ContextFactory = Callable[..., Any]
 

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from ag_jupyter.runtime import RunStatus
-from ag_jupyter.runtime.sqlite_store import SqliteRunStore
-from ag_jupyter.runtime.workspace import INTERRUPTED_ERROR, open_workspace
+from ag_jupyter.runtime.defaults import open_workspace
+from ag_jupyter.runtime.store.sqlite_store import INTERRUPTED_ERROR, SqliteRunStore
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses SIGKILL")
 
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 CHILD = """
     import asyncio, json, sys, time
     from ag_jupyter.runtime import GraphRegistry, RunManager, graph_fn
-    from ag_jupyter.runtime.workspace import workspace_runtime
+    from ag_jupyter.runtime.defaults import workspace_runtime
 
     registry = GraphRegistry()
 

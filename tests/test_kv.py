@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from ag_jupyter.runtime import NodeContext, RunManager, build_adhoc_context
+from ag_jupyter.runtime.defaults import workspace_runtime
 from ag_jupyter.runtime.services.kv import KVStore
-from ag_jupyter.runtime.workspace import workspace_runtime
 
 ContextFactory = Callable[..., Any]
 

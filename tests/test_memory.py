@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from ag_jupyter.runtime import RunManager, build_adhoc_context
+from ag_jupyter.runtime.defaults import workspace_runtime
 from ag_jupyter.runtime.services.memory import MemoryEvent, SessionMemory
-from ag_jupyter.runtime.workspace import workspace_runtime
 
 ContextFactory = Callable[..., Any]
 

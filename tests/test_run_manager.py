@@ -767,9 +767,9 @@ async def test_closed_manager_refuses_new_runs(registry: GraphRegistry, gates: G
 class YieldingStore(InMemoryRunStore):
     """An in-memory store whose writes yield to the loop, as a durable store's do."""
 
-    async def create(self, record: RunRecord) -> None:
+    async def create(self, record: RunRecord, inputs: dict[str, Any] | None = None) -> None:
         await asyncio.sleep(0)
-        await super().create(record)
+        await super().create(record, inputs)
 
     async def update(self, record: RunRecord, outputs: dict[str, Any] | None = None) -> None:
         await asyncio.sleep(0)

@@ -353,7 +353,7 @@ async def test_unfiltered_fast_path_agrees_with_a_full_scan(registry, monkeypatc
 
 
 async def test_panel_shows_runs_of_an_earlier_kernel_from_the_store(registry, tmp_path):
-    from ag_jupyter.runtime.workspace import workspace_runtime
+    from ag_jupyter.runtime.defaults import workspace_runtime
 
     earlier = RunManager(registry=registry, **workspace_runtime(tmp_path / "ws"))
     old = [(await earlier.run_and_wait("p_sleep", inputs={}))[0] for _ in range(3)]

@@ -198,14 +198,17 @@ async def test_seed001_build_adhoc_context_customising_run_and_session_ids() -> 
 
 
 async def test_seed001_build_adhoc_context_overriding_runtime_parameters() -> None:
-    from ag_jupyter import build_adhoc_context
+    from ag_jupyter import build_adhoc_context, get_run_manager
 
     # --- example (seed 001, build_adhoc_context: overriding runtime parameters)
     node_ctx = await build_adhoc_context(max_concurrency=4)
     # --- end
-    assert node_ctx.manager.max_concurrency == 4
+    # The limit is the session's own, inside the loop's one manager (issue 11, item 6).
+    assert node_ctx.manager is get_run_manager()
+    assert node_ctx.manager.session_limit(node_ctx.session_id) == 4
     await node_ctx.aclose()
-    assert node_ctx.manager.closed
+    assert node_ctx.manager.session_limit(node_ctx.session_id) is None
+    assert not node_ctx.manager.closed
 
 
 # ===================================================================== seed 002

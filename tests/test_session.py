@@ -146,65 +146,88 @@ async def test_runs_spawned_on_the_shared_manager_keep_going_after_the_session(
     assert (await manager.wait_run(run_id, timeout_s=5)).status is RunStatus.succeeded
 
 
-async def test_run_manager_override_is_used_and_excludes_max_concurrency() -> None:
+async def test_run_manager_override_is_used_and_takes_the_session_limit() -> None:
     mine = RunManager()
     async with open_session(run_manager=mine) as context:
         assert context.manager is mine
     assert not mine.closed  # not the session's to close
-    with pytest.raises(TypeError, match="not both"):
-        await build_adhoc_context(run_manager=mine, max_concurrency=2)
+    ctx = await build_adhoc_context(run_manager=mine, max_concurrency=2, session_id="lim")
+    assert mine.session_limit("lim") == 2
+    await ctx.aclose()
+    assert mine.session_limit("lim") is None
     await mine.close()
 
 
-# ---------------------------------------------------------------- private manager
-async def test_max_concurrency_override_gives_a_private_manager_closed_on_exit(
+# ------------------------------------------------------------- session limits
+async def test_max_concurrency_limits_the_session_inside_the_one_manager(
     release: asyncio.Event,
 ) -> None:
     shared = get_run_manager()
     async with open_session(max_concurrency=2) as context:
-        private = context.manager
-        assert private is not shared
-        assert private.max_concurrency == 2
+        assert context.manager is shared
         ids = [
             await context.runner().spawn_run("session-test-wait", inputs={}) for _ in range(3)
         ]
         for _ in range(5):
             await asyncio.sleep(0)
-        statuses = [(await private.get_record(i)).status for i in ids]
+        statuses = [(await shared.get_record(i)).status for i in ids]
         assert statuses == [RunStatus.running, RunStatus.running, RunStatus.pending]
-    assert private.closed
+        # Listed and found by the loop's manager, like any other run.
+        assert {r.run_id for r in shared.live_records()} >= set(ids)
+    # The session is gone; its runs are not, and its limit still holds them.
     assert not shared.closed
+    await asyncio.sleep(0)
+    assert (await shared.get_record(ids[2])).status is RunStatus.pending
+    release.set()
     for run_id in ids:
-        final = await private.get_record(run_id)
-        assert final.status is RunStatus.canceled
-        assert final.meta["cancel_reason"] == "manager_closed"
+        final = await shared.wait_run(run_id, timeout_s=5)
+        assert final.status is RunStatus.succeeded
+    assert shared.session_limit(context.session_id) is None  # dropped once idle
 
 
-async def test_shared_manager_waits_for_and_cancels_runs_of_a_private_session_manager(
+async def test_a_session_at_its_limit_does_not_block_other_sessions(
+    release: asyncio.Event,
+) -> None:
+    shared = get_run_manager()
+    async with (
+        open_session(max_concurrency=1, session_id="narrow") as narrow,
+        open_session(session_id="wide") as wide,
+    ):
+        first = await narrow.runner().spawn_run("session-test-wait", inputs={})
+        held = await narrow.runner().spawn_run("session-test-wait", inputs={})
+        other = await wide.runner().spawn_run("session-test-echo", inputs={"x": 7})
+        record, outputs = await shared.wait_run(other, timeout_s=5, return_outputs=True)
+        assert record.status is RunStatus.succeeded and outputs == {"result": 7}
+        assert (await shared.get_record(first)).status is RunStatus.running
+        assert (await shared.get_record(held)).status is RunStatus.pending
+        release.set()
+        assert (await shared.wait_run(held, timeout_s=5)).status is RunStatus.succeeded
+
+
+async def test_runs_of_a_limited_session_are_waited_and_cancelled_by_the_loop_manager(
     release: asyncio.Event,
 ) -> None:
     shared = get_run_manager()
     async with open_session(max_concurrency=2) as context:
         waited_id = await context.runner().spawn_run("session-test-wait", inputs={})
         cancelled_id = await context.runner().spawn_run("session-test-wait", inputs={})
+        queued_id = await context.runner().spawn_run("session-test-wait", inputs={})
         await asyncio.sleep(0)
 
-        # A waiter on the shared manager (a notebook magic, say) really waits.
         waiter = asyncio.create_task(shared.wait_run(waited_id, timeout_s=5))
         await asyncio.sleep(0)
         assert not waiter.done()
-        with pytest.raises(TimeoutError):
-            await shared.wait_run(waited_id, timeout_s=0.01)
 
-        # And a cancel through the shared manager reaches the run.
         requested = await shared.cancel_run(cancelled_id, reason="from the panel")
         assert requested.status is RunStatus.cancellation_requested
         final = await shared.wait_run(cancelled_id, timeout_s=5)
         assert final.status is RunStatus.canceled
         assert final.meta["cancel_reason"] == "from the panel"
-
+        # Its session slot went to the queued run, which a cancel also reaches.
+        assert (await shared.get_record(queued_id)).status is RunStatus.running
         release.set()
         assert (await waiter).status is RunStatus.succeeded
+        assert (await shared.wait_run(queued_id, timeout_s=5)).status is RunStatus.succeeded
 
 
 @pytest.mark.parametrize("bad", [0, -3])
@@ -218,7 +241,7 @@ async def test_session_cleans_up_when_the_block_raises(release: asyncio.Event) -
     closed: list[bool] = []
     with pytest.raises(ZeroDivisionError):
         async with open_session(max_concurrency=1) as context:
-            private = context.manager
+            manager = context.manager
 
             async def closer() -> None:
                 closed.append(True)
@@ -227,8 +250,12 @@ async def test_session_cleans_up_when_the_block_raises(release: asyncio.Event) -
             run_id = await context.runner().spawn_run("session-test-wait", inputs={})
             1 / 0  # noqa: B018
     assert closed == [True]
-    assert private.closed
-    assert (await private.get_record(run_id)).status is RunStatus.canceled
+    assert not manager.closed
+    # The run is the user's: it keeps going after the session, like any other run.
+    await asyncio.sleep(0)
+    assert (await manager.get_record(run_id)).status is RunStatus.running
+    release.set()
+    assert (await manager.wait_run(run_id, timeout_s=5)).status is RunStatus.succeeded
 
 
 async def test_session_cleans_up_when_the_block_is_cancelled(release: asyncio.Event) -> None:
@@ -254,9 +281,12 @@ async def test_session_cleans_up_when_the_block_is_cancelled(release: asyncio.Ev
     with pytest.raises(asyncio.CancelledError):
         await task
     assert closed == [True]
-    assert seen["manager"].closed
+    assert not seen["manager"].closed
     record = await seen["manager"].get_record(seen["run_id"])
-    assert record.status is RunStatus.canceled
+    assert record.status is RunStatus.running
+    release.set()
+    final = await seen["manager"].wait_run(seen["run_id"], timeout_s=5)
+    assert final.status is RunStatus.succeeded
 
 
 # ---------------------------------------------------------------------- services

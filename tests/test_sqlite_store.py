@@ -21,13 +21,10 @@ from ag_jupyter.runtime import (
     RunStore,
     graph_fn,
 )
-from ag_jupyter.runtime.sqlite_store import FOLD_AT_ROWS, SqliteRunStore
-from ag_jupyter.runtime.workspace import (
-    Workspace,
-    WorkspaceWriteError,
-    open_workspace,
-    workspace_runtime,
-)
+from ag_jupyter.runtime.defaults import open_workspace, workspace_runtime
+from ag_jupyter.runtime.errors import WorkspaceWriteError
+from ag_jupyter.runtime.store.sqlite_store import FOLD_AT_ROWS, FOLD_CHUNK, SqliteRunStore
+from ag_jupyter.runtime.store.workspace import Workspace
 
 
 @pytest.fixture
@@ -121,9 +118,9 @@ async def test_create_and_update_return_before_the_commit(tmp_path: Path) -> Non
     try:
         for i in range(100):
             await store.create(record(f"r{i}"))
-        assert ws._done_seq < ws._seq  # queued, nothing awaited the commit
+        assert ws.engine._done_seq < ws.engine._seq  # queued, nothing awaited the commit
         await store.flush()
-        assert ws._done_seq >= ws._seq
+        assert ws.engine._done_seq >= ws.engine._seq
     finally:
         await ws.aclose()
 
@@ -323,8 +320,9 @@ async def test_finished_records_do_not_pile_up_in_memory(tmp_path: Path) -> None
             await manager.wait_run(submitted.run_id)
             run_ids.append(submitted.run_id)
         assert len(store._recent) <= 10
-        assert len(store._objects) == 0
-        assert len(store._journaled) < FOLD_AT_ROWS  # folded into the runs table as it goes
+        assert store.outputs_cache.bytes <= store.outputs_cache.max_bytes
+        # Folded into the runs table as it goes, a chunk at a time, once past the bound.
+        assert store.journal_rows() < FOLD_AT_ROWS + FOLD_CHUNK
         # Evicted records and outputs are read back from the database.
         assert (await manager.get_record(run_ids[0])).status is RunStatus.succeeded
         assert await store.get_outputs(run_ids[0]) == {"result": 0}
@@ -334,14 +332,14 @@ async def test_finished_records_do_not_pile_up_in_memory(tmp_path: Path) -> None
 
 async def test_concurrent_flushes_share_commits(ws: Workspace, store: SqliteRunStore) -> None:
     commits = 0
-    real_commit = ws._commit
+    real_commit = ws.engine._commit
 
     def counting_commit(*args: Any, **kwargs: Any) -> Any:
         nonlocal commits
         commits += 1
         return real_commit(*args, **kwargs)
 
-    ws._commit = counting_commit  # type: ignore[method-assign]
+    ws.engine._commit = counting_commit  # type: ignore[method-assign]
 
     async def one(i: int) -> None:
         await store.update(record(f"r{i}", status=RunStatus.succeeded), {"i": i})
@@ -358,7 +356,7 @@ async def test_reads_run_off_the_event_loop_thread(ws: Workspace) -> None:
 
 
 async def test_read_only_workspace_keeps_records_in_memory_and_manager_working(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
 ) -> None:
     registry = GraphRegistry()
 
@@ -370,13 +368,16 @@ async def test_read_only_workspace_keeps_records_in_memory_and_manager_working(
     ws: Workspace = manager.store.workspace  # type: ignore[attr-defined]
     # A real SQLite refusal at the writer's connection (as root, chmod cannot do it).
     await ws.write(lambda conn: None)
-    ws._conn.execute("PRAGMA query_only=ON")
+    conn = ws.engine.connection()
+    conn.execute("PRAGMA query_only=ON")
     try:
-        final, outputs, _, _ = await manager.run_and_wait("inc", inputs={"x": 1})
+        with pytest.warns(RuntimeWarning, match="not on disk") as seen:
+            final, outputs, _, _ = await manager.run_and_wait("inc", inputs={"x": 1})
+        assert str(ws.path) in str(seen[0].message)
         assert final.status is RunStatus.succeeded
         assert outputs == {"result": 2}
-        assert "could not store the final record" in caplog.text
-        assert (await manager.get_record(final.run_id)).status is RunStatus.succeeded
+        assert final.meta["durable"] is False  # the record says it is not on disk
+        assert (await manager.get_record(final.run_id)).meta["durable"] is False
         assert [r.run_id for r in await manager.list_records()] == [final.run_id]
         with pytest.raises(WorkspaceWriteError) as info:
             await manager.store.flush()
@@ -384,13 +385,15 @@ async def test_read_only_workspace_keeps_records_in_memory_and_manager_working(
         assert str(ws.path) in message and "read-only" in message
         assert disk_row(ws.db_path, final.run_id) is None
         # Writable again: the record kept in memory is saved by the next flush.
-        ws._conn.execute("PRAGMA query_only=OFF")
+        conn.execute("PRAGMA query_only=OFF")
         await manager.store.flush()
         assert disk_row(ws.db_path, final.run_id)["status"] == "succeeded"  # type: ignore[index]
+        assert "durable" not in (await manager.get_record(final.run_id)).meta
         second = await manager.run_and_wait("inc", inputs={"x": 5})
         assert second[1] == {"result": 6}
+        assert "durable" not in second[0].meta
     finally:
-        ws._conn.execute("PRAGMA query_only=OFF")
+        conn.execute("PRAGMA query_only=OFF")
         await manager.close()
 
 
@@ -399,14 +402,15 @@ async def test_full_disk_gives_a_clear_error_and_loses_nothing(tmp_path: Path) -
     store = SqliteRunStore(ws, owns_workspace=True)
     try:
         await ws.write(lambda conn: None)
-        pages = ws._conn.execute("PRAGMA page_count").fetchone()[0]
-        ws._conn.execute(f"PRAGMA max_page_count={pages}")  # the database cannot grow
+        conn = ws.engine.connection()
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count={pages}")  # the database cannot grow
         big = "x" * 200_000
         await store.update(record("big", status=RunStatus.succeeded), {"text": big})
         with pytest.raises(WorkspaceWriteError, match="disk is full: free some space"):
             await store.flush()
         assert await store.get_outputs("big") == {"text": big}  # still in memory
-        ws._conn.execute("PRAGMA max_page_count=1073741823")
+        conn.execute("PRAGMA max_page_count=1073741823")
         await store.flush()
         assert json.loads(disk_row(ws.db_path, "big")["outputs"]) == {"text": big}  # type: ignore[index]
     finally:

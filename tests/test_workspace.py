@@ -15,13 +15,10 @@ from pathlib import Path
 import pytest
 
 from ag_jupyter.runtime import GraphRegistry, RunManager, RunStatus, graph_fn
-from ag_jupyter.runtime.workspace import (
-    INTERRUPTED_ERROR,
-    WorkspaceError,
-    open_workspace,
-    resolve_workspace_path,
-    workspace_runtime,
-)
+from ag_jupyter.runtime.defaults import open_workspace, workspace_runtime
+from ag_jupyter.runtime.errors import WorkspaceError
+from ag_jupyter.runtime.store.sqlite_store import INTERRUPTED_ERROR
+from ag_jupyter.runtime.store.workspace import resolve_workspace_path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -162,7 +159,7 @@ def test_get_run_manager_defaults_to_one_durable_workspace_per_process(tmp_path:
     code = """
         import asyncio, json
         from ag_jupyter import graph_fn, get_run_manager
-        from ag_jupyter.runtime import workspace as W
+        from ag_jupyter.runtime.store import workspace as W
 
         opened = []
         real_init = W.Workspace.__init__
@@ -265,7 +262,7 @@ def test_get_run_manager_falls_back_to_memory_with_a_warning(tmp_path: Path) -> 
 WRITER = """
     import asyncio, json, sys
     from ag_jupyter.runtime import GraphRegistry, RunManager, graph_fn
-    from ag_jupyter.runtime.workspace import workspace_runtime
+    from ag_jupyter.runtime.defaults import workspace_runtime
 
     tag = sys.argv[1]
     registry = GraphRegistry()

@@ -11,23 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..runtime import RunManager, current_run_managers, set_run_manager_factory
-from ..runtime.run_manager import open_workspace_manager
+from ..runtime import current_run_managers, set_run_manager_factory
+from ..runtime.defaults import build_manager
 from .config import AgJupyter
 from .magics import AgMagics
 from .transformer import SessionCellTransformer
 
 _STATE_ATTR = "_ag_jupyter_state"
-
-
-def build_manager(config: AgJupyter) -> RunManager:
-    """A RunManager built from the extension settings: ``workspace`` ``'memory'`` keeps runs
-    in memory; empty uses the default workspace; otherwise that folder."""
-    if config.workspace == "memory":
-        return RunManager(max_concurrency=config.max_concurrency)
-    return open_workspace_manager(
-        config.workspace or None, max_concurrency=config.max_concurrency
-    )
 
 
 def load_ipython_extension(shell: Any) -> None:
@@ -42,7 +32,9 @@ def load_ipython_extension(shell: Any) -> None:
     shell.register_magics(magics)
     shell.input_transformers_cleanup.append(transformer)
     shell._ag_jupyter_config = config
-    set_run_manager_factory(lambda: build_manager(config))
+    set_run_manager_factory(
+        lambda: build_manager(workspace=config.workspace, max_concurrency=config.max_concurrency)
+    )
 
     def apply_concurrency(change: dict[str, Any]) -> None:
         for manager in current_run_managers():

@@ -1,12 +1,38 @@
 """The embedded AetherGraph-style runtime: graphs, RunManager, run store, NodeContext,
-ad-hoc sessions and services. Imports nothing from IPython or ipywidgets."""
+ad-hoc sessions and services. Imports nothing from IPython or ipywidgets.
 
+Layers, each importing only those below it::
+
+    defaults                    the composition root (get_run_manager, workspaces)
+    session                     open_session / build_adhoc_context
+    node_context                NodeContext and its runner() facade
+    run_manager                 the run state machine
+    services/                   kv, memory, artifacts, logger, llm
+    store/                      run stores, the workspace, its write engine, codecs
+    graphs, models, errors      graph registry, records and enums, exceptions
+"""
+
+from .defaults import (
+    current_run_managers,
+    default_workspace,
+    get_run_manager,
+    open_workspace,
+    open_workspace_manager,
+    set_run_manager_factory,
+    workspace_runtime,
+)
 from .errors import (
+    AgJupyterError,
+    ArtifactNotFoundError,
     DuplicateRunIdError,
     GraphNotFoundError,
     RunInputError,
     RunNotFoundError,
     ServiceNotConfiguredError,
+    WorkspaceClosedError,
+    WorkspaceCorruptError,
+    WorkspaceError,
+    WorkspaceWriteError,
 )
 from .graphs import GraphRegistry, GraphSpec, default_registry, graph_fn
 from .models import (
@@ -19,24 +45,16 @@ from .models import (
     RunVisibility,
 )
 from .node_context import NodeContext, RunnerFacade
-from .run_manager import (
-    RunEvent,
-    RunManager,
-    RunWatch,
-    current_run_managers,
-    get_run_manager,
-    open_workspace_manager,
-    set_run_manager_factory,
-)
-from .run_store import InMemoryRunStore, RunStore
+from .run_manager import RunEvent, RunManager, RunWatch
 from .services import ServiceHub, register_context_service, register_mcp_client
 from .session import build_adhoc_context, open_session
-from .sqlite_store import SqliteRunStore
-from .workspace import Workspace, WorkspaceError, open_workspace, workspace_runtime
+from .store import InMemoryRunStore, RunStore, SqliteRunStore, Workspace
 
 __all__ = [
     "LIVE_STATUSES",
     "TERMINAL_STATUSES",
+    "AgJupyterError",
+    "ArtifactNotFoundError",
     "DuplicateRunIdError",
     "GraphNotFoundError",
     "GraphRegistry",
@@ -59,10 +77,14 @@ __all__ = [
     "ServiceNotConfiguredError",
     "SqliteRunStore",
     "Workspace",
+    "WorkspaceClosedError",
+    "WorkspaceCorruptError",
     "WorkspaceError",
+    "WorkspaceWriteError",
     "build_adhoc_context",
     "current_run_managers",
     "default_registry",
+    "default_workspace",
     "get_run_manager",
     "graph_fn",
     "open_session",

@@ -1,12 +1,38 @@
-"""Exceptions raised by the embedded runtime.
+"""Every exception the embedded runtime raises, in one place.
 
-Each message says what was wrong, with the offending value, and what to do next.
+Each message says what was wrong, with the offending value, and what to do next. Each
+class also derives from the built-in exception a caller would naturally catch (a missing
+run is a ``LookupError``, bad inputs a ``ValueError``, a workspace problem an ``OSError``),
+and all of them from :class:`AgJupyterError`::
+
+    AgJupyterError
+    ├── GraphNotFoundError          (LookupError)  no graph registered under an id
+    ├── RunNotFoundError            (LookupError)  no run with an id
+    ├── ArtifactNotFoundError       (LookupError)  no artifact with an id / URI
+    ├── RunInputError               (ValueError)   inputs do not fit the graph's signature
+    ├── DuplicateRunIdError         (ValueError)   an explicit run id is taken
+    ├── ServiceNotConfiguredError   (RuntimeError) llm / rag / mcp ... not set up
+    ├── WorkspaceError              (OSError)      the workspace folder cannot be used
+    │   ├── WorkspaceWriteError                    a write failed (disk full, read-only...)
+    │   ├── WorkspaceClosedError                   the workspace was closed
+    │   └── WorkspaceCorruptError                  the database file is damaged
+    └── LLMError                    (RuntimeError) the LLM endpoint could not answer
+        ├── LLMConnectionError      (ConnectionError)
+        │   └── LLMTimeoutError     (TimeoutError)
+        └── LLMHTTPError                           4xx / 5xx from the endpoint
 """
 
 from __future__ import annotations
 
+from typing import Any
 
-class GraphNotFoundError(LookupError):
+
+class AgJupyterError(Exception):
+    """Base class of every exception raised by ag_jupyter's runtime."""
+
+
+# ----------------------------------------------------------------------------- runs
+class GraphNotFoundError(AgJupyterError, LookupError):
     """No graph is registered under the requested id.
 
     Raised by ``RunManager.submit_run`` / ``run_and_wait`` (and the ``runner()`` facade)
@@ -14,27 +40,109 @@ class GraphNotFoundError(LookupError):
     """
 
 
-class RunNotFoundError(LookupError):
+class RunNotFoundError(AgJupyterError, LookupError):
     """No run has the requested run id.
 
     Raised at once by ``wait_run`` / ``cancel_run`` / ``get_record``: never after a wait.
     """
 
 
-class RunInputError(ValueError):
+class RunInputError(AgJupyterError, ValueError):
     """A run's inputs are missing, unexpected or of the wrong type.
 
     Raised when the run is submitted, before any run record is created or any code runs.
     """
 
 
-class DuplicateRunIdError(ValueError):
+class DuplicateRunIdError(AgJupyterError, ValueError):
     """An explicit ``run_id`` is already used by another run in this run store."""
 
 
-class ServiceNotConfiguredError(RuntimeError):
+class ServiceNotConfiguredError(AgJupyterError, RuntimeError):
     """A context service (llm, rag, mcp, ...) was asked for but is not configured.
 
     Raised at once (never after a network time-out); the message says which environment
     variables or ``open_session`` overrides configure it.
     """
+
+
+class ArtifactNotFoundError(AgJupyterError, LookupError):
+    """No artifact has the requested id in this workspace (or the id is not one)."""
+
+
+# ------------------------------------------------------------------------ workspace
+class WorkspaceError(AgJupyterError, OSError):
+    """The workspace folder or its database cannot be used (missing, not a folder,
+    read-only, full, locked by another process for too long, or closed).
+
+    The message names the folder and says what to do.
+    """
+
+
+class WorkspaceWriteError(WorkspaceError):
+    """A write to the workspace failed (read-only folder, full disk, lock held too long,
+    folder deleted).
+
+    Run records written by this process stay in memory (readable through the store) and
+    are retried until they land; ``wait_run`` never raises it (its record then says
+    ``meta["durable"] is False``). kv/memory/artifact writes that failed are not retried:
+    the caller gets this error and nothing of the write was saved.
+    """
+
+
+class WorkspaceClosedError(WorkspaceError):
+    """The workspace was closed; open it again with ``open_workspace``."""
+
+
+class WorkspaceCorruptError(WorkspaceError):
+    """The workspace's database file is damaged (or is not a SQLite database).
+
+    The file is left untouched; the message names it and says how to start afresh (move
+    it aside) or where to look for a copy.
+    """
+
+
+# ------------------------------------------------------------------------------ llm
+class LLMError(AgJupyterError, RuntimeError):
+    """The LLM server could not answer a chat request.
+
+    Attributes:
+      base_url: the server's API root (str). model: the requested model (str | None).
+    """
+
+    def __init__(self, message: str, *, base_url: str, model: str | None = None) -> None:
+        super().__init__(message)
+        self.base_url = base_url
+        self.model = model
+
+
+class LLMConnectionError(LLMError, ConnectionError):
+    """The LLM server could not be reached (refused, DNS, TLS, reset...)."""
+
+
+class LLMTimeoutError(LLMConnectionError, TimeoutError):
+    """The LLM server did not answer within the configured time-out."""
+
+
+class LLMHTTPError(LLMError):
+    """The LLM server answered with an HTTP error status (4xx/5xx).
+
+    Attributes:
+      status_code (int): the HTTP status. server_message (str): the server's error message.
+      body: the decoded error body (dict, str or None).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        base_url: str,
+        model: str | None,
+        status_code: int,
+        server_message: str,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message, base_url=base_url, model=model)
+        self.status_code = status_code
+        self.server_message = server_message
+        self.body = body

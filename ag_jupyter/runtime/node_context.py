@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .models import RunImportance, RunOrigin, RunRecord, RunVisibility
-
-if TYPE_CHECKING:
-    from .run_manager import LiveRun, RunManager
+from .run_manager import LiveRun, RunManager
 
 
 class RunnerFacade:
@@ -271,3 +269,7 @@ class NodeContext:
     def mcp(self, name: str) -> Any:
         """The MCP client registered as ``name``; raises ServiceNotConfiguredError if none."""
         return self.services.mcp(name, self)
+
+
+# The manager builds the contexts of graph bodies without importing this module.
+RunManager.context_factory = NodeContext

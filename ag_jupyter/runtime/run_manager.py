@@ -2,8 +2,10 @@
 
 Behaviour follows AetherGraph's run API (``submit_run`` / ``wait_run`` / ``run_and_wait`` /
 ``cancel_run``) and ``../shared/DESIGN.md`` section 2: FIFO queueing under
-``max_concurrency``, ``count_slot=False`` runs that bypass the limit, real task cancellation
-for async graphs and a cooperative flag for sync graphs (which run in worker threads).
+``max_concurrency`` (and per-session limits nested inside it), ``count_slot=False`` runs that
+bypass the limits, real task cancellation for async graphs and a cooperative flag for sync
+graphs (which run in worker threads). Which manager a loop uses, and what it is built on,
+is decided in ``runtime/defaults.py``.
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ import logging
 import threading
 import traceback
 import uuid
-import weakref
-from collections import deque
+import warnings
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-from .errors import DuplicateRunIdError, RunNotFoundError
+from .errors import DuplicateRunIdError, RunNotFoundError, WorkspaceError
 from .graphs import GraphRegistry, GraphSpec, default_registry
 from .models import (
+    TERMINAL_STATUSES,
     RunImportance,
     RunOrigin,
     RunRecord,
@@ -31,12 +34,18 @@ from .models import (
     RunVisibility,
     utc_now,
 )
-from .run_store import InMemoryRunStore, RunStore, check_paging, status_set
+from .store.codecs import check_identifier, check_tags
+from .store.run_store import InMemoryRunStore, RunStore, check_paging, status_set
+from .store.sqlite_store import clip_traceback
 
 log = logging.getLogger("ag_jupyter.runtime")
 
 DEFAULT_MAX_CONCURRENCY = 8
 RECENT_RECORDS = 10_000
+#: Seconds between repeated cancellations of an async body that swallows CancelledError.
+RECANCEL_EVERY_S = 0.1
+#: Seconds a swallowing body is cancelled again before it is left running (and marked).
+DEFAULT_CANCEL_TIMEOUT_S = 5.0
 
 
 class RunEvent(NamedTuple):
@@ -119,6 +128,23 @@ class LiveRun:
     task: asyncio.Task[None] | None = None
     cancel_requested: bool = False
     waiters: asyncio.Future[RunRecord] | None = None
+    limiter: SessionLimiter | None = None
+    holds_session_slot: bool = False
+    recancel: asyncio.TimerHandle | None = None
+
+
+@dataclass(eq=False, slots=True)
+class SessionLimiter:
+    """A session's own concurrency limit, nested inside the manager's global one (in the
+    spirit of trio's ``CapacityLimiter``): a slot-counted run of the session holds one of
+    its ``limit`` slots from the moment it may queue for a global slot until it ends.
+    Runs over the limit wait in ``waiting`` (FIFO), without blocking other sessions."""
+
+    session_id: str
+    limit: int
+    active: int = 0
+    waiting: deque[LiveRun] = field(default_factory=deque)
+    users: int = 0  # open sessions using this limit; dropped at 0 once idle
 
 
 def check_positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
@@ -130,8 +156,23 @@ def check_positive(name: str, value: float | None, *, allow_none: bool = True) -
 
 
 def _error_text(exc: BaseException) -> str:
-    message = str(exc)
+    try:
+        message = str(exc)
+    except Exception as str_exc:  # a broken __str__ must not lose the failure
+        message = f"<str() failed: {type(str_exc).__name__}>"
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _keep_traceback(meta: dict[str, Any], exc: BaseException) -> None:
+    """Put ``exc``'s traceback text in ``meta`` (cut, and marked, if huge)."""
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except Exception as fmt_exc:
+        text = f"<traceback could not be formatted: {fmt_exc!r}>"
+    text, clipped = clip_traceback(text)
+    meta["traceback"] = text
+    if clipped:
+        meta["traceback_truncated"] = True
 
 
 class RunManager:
@@ -148,6 +189,9 @@ class RunManager:
       registry: where graph ids are looked up (default: the process-wide registry).
       services: the service hub every run's ``NodeContext`` reaches services through
         (default: a new hub with the embedded defaults).
+      cancel_timeout_s: seconds an async body that swallows ``CancelledError`` is
+        cancelled again (every 0.1 s) before it is left running and marked
+        ``meta["cancel_ignored"]`` (default 5).
 
     Raises:
       ValueError: if ``max_concurrency`` is not a positive int.
@@ -161,9 +205,15 @@ class RunManager:
         registry: GraphRegistry | None = None,
         services: Any = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        cancel_timeout_s: float = DEFAULT_CANCEL_TIMEOUT_S,
+        max_concurrent_runs: int | None = None,
     ) -> None:
-        self._check_concurrency(max_concurrency)
+        if max_concurrent_runs is not None:  # AetherGraph's name for the same limit
+            max_concurrency = max_concurrent_runs
+        self.check_concurrency(max_concurrency)
+        check_positive("cancel_timeout_s", cancel_timeout_s, allow_none=False)
         self._max_concurrency = max_concurrency
+        self.cancel_timeout_s = float(cancel_timeout_s)
         self.store: RunStore = store if store is not None else InMemoryRunStore()
         self.registry = registry if registry is not None else default_registry
         if services is None:
@@ -178,16 +228,36 @@ class RunManager:
         self._subscribers: tuple[RunEventCallback, ...] = ()
         self._watchers: tuple[RunWatch, ...] = ()
         self._closed = False
-        _all_managers.add(self)
+        self._limiters: dict[str, SessionLimiter] = {}
         # Finished records this process saw, for sync readers (magics, panel snapshots).
-        self._recent: deque[RunRecord] = deque(maxlen=RECENT_RECORDS)
+        self._recent: OrderedDict[str, RunRecord] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
+        self._warned_fault = 0
 
     # ----------------------------------------------------------------- properties
     @staticmethod
-    def _check_concurrency(value: int) -> None:
+    def check_concurrency(value: int, name: str = "max_concurrency") -> None:
+        """Raise ValueError unless ``value`` is a positive int (a concurrency limit)."""
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"max_concurrency must be a positive int, got {value!r}")
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+    def __repr__(self) -> str:
+        counts = Counter(live.record.status.value for live in self._live.values())
+        shown = ", ".join(f"{status}={n}" for status, n in sorted(counts.items())) or "idle"
+        return (
+            f"<RunManager {shown}; {self._active}/{self._max_concurrency} slots, "
+            f"{len(self._recent)} finished in memory, store={type(self.store).__name__}>"
+        )
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind this manager to ``loop`` before its first run (``get_run_manager`` does).
+
+        Raises:
+          RuntimeError: if it is already bound to another loop.
+        """
+        if self._loop is not None and self._loop is not loop:
+            raise RuntimeError("this RunManager is already bound to another event loop")
+        self._loop = loop
 
     @property
     def max_concurrency(self) -> int:
@@ -196,7 +266,7 @@ class RunManager:
 
     @max_concurrency.setter
     def max_concurrency(self, value: int) -> None:
-        self._check_concurrency(value)
+        self.check_concurrency(value)
         self._max_concurrency = value
         if self._loop is not None:
             self._start_queued()
@@ -230,7 +300,7 @@ class RunManager:
         and every live one. Sync and store-free, for UIs; use :meth:`list_records` for
         history from the store (earlier kernels included).
         """
-        finished = {r.run_id: r for r in self._recent}
+        finished = dict(self._recent)
         for live in self._live.values():
             finished.pop(live.record.run_id, None)
         return sorted(
@@ -238,14 +308,17 @@ class RunManager:
         )
 
     def find_record(self, run_id: str) -> RunRecord | None:
-        """The record of ``run_id`` if this manager has it in memory (live or recent)."""
+        """The record of ``run_id`` if this manager has it in memory (live or recent); O(1)."""
         live = self._live.get(run_id)
         if live is not None:
             return live.record
-        for record in reversed(self._recent):
-            if record.run_id == run_id:
-                return record
-        return None
+        return self._recent.get(run_id)
+
+    def _remember(self, record: RunRecord) -> None:
+        recent = self._recent
+        recent[record.run_id] = record
+        if len(recent) > RECENT_RECORDS:
+            recent.popitem(last=False)
 
     # -------------------------------------------------------------- subscription
     def subscribe(self, callback: RunEventCallback) -> Callable[[], None]:
@@ -340,27 +413,44 @@ class RunManager:
         count_slot: bool = True,
         meta: Mapping[str, Any] | None = None,
     ) -> RunRecord:
-        """Queue a run of ``graph_id`` and return its ``pending`` record at once.
+        """Queue a run of ``graph_id`` and return its ``pending`` record.
 
-        The run starts as soon as a slot is free (FIFO); ``count_slot=False`` starts it at
-        once, outside the ``max_concurrency`` limit. ``origin`` defaults to ``agent`` when
-        ``agent_id`` is set, else ``app``.
+        The record (with the run's inputs) is durable in the store before this returns, so
+        a caller holding the run id finds the run after a crash (terminal, or failed
+        "interrupted"). The run starts as soon as a slot is free (FIFO), and a slot of its
+        session's own limit when the session has one (``open_session(max_concurrency=N)``);
+        ``count_slot=False`` starts it at once, outside both limits. ``origin`` defaults to
+        ``agent`` when ``agent_id`` is set, else ``app``. If the store cannot write (full
+        disk...), the run still starts; the returned record says ``meta["durable"] is
+        False`` and a ``RuntimeWarning`` names the cause once per fault.
 
         Raises:
           GraphNotFoundError: if no graph is registered as ``graph_id``.
           RunInputError: if ``inputs`` do not match the graph's signature.
           DuplicateRunIdError: if an explicit ``run_id`` is already taken.
-          ValueError: for an unknown visibility/origin/importance value.
+          TypeError: for ``tags`` given as a bare str (``tags=["urgent"]``, not
+            ``"urgent"``) or an identifier that is not a str.
+          ValueError: for an unknown visibility/origin/importance value, or an identifier
+            (run id, graph id, session/agent/app/parent ids, tags) that is empty or holds
+            NUL or a lone surrogate (the message names the field).
           RuntimeError: if called off the manager's loop or after :meth:`close`.
         """
         loop = self._bind_loop()
+        check_identifier("graph_id", graph_id, allow_none=False)
+        for name, value in (
+            ("session_id", session_id),
+            ("agent_id", agent_id),
+            ("app_id", app_id),
+            ("parent_run_id", parent_run_id),
+        ):
+            check_identifier(name, value)
+        tag_list = check_tags(tags)
         spec = self.registry.get(graph_id)
         kwargs = spec.validate_inputs(inputs)
         if run_id is None:
             run_id = f"run-{uuid.uuid4().hex[:16]}"
         else:
-            if not isinstance(run_id, str) or not run_id:
-                raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
+            check_identifier("run_id", run_id, allow_none=False)
             if run_id in self._live or await self.store.exists(run_id):
                 raise DuplicateRunIdError(
                     f"run id {run_id!r} is already used by another run; pass a new run_id "
@@ -369,7 +459,7 @@ class RunManager:
         record = RunRecord(
             run_id=run_id,
             graph_id=graph_id,
-            tags=[str(t) for t in tags] if tags else [],
+            tags=tag_list,
             session_id=session_id,
             parent_run_id=parent_run_id,
             origin=RunOrigin(origin) if origin is not None
@@ -384,14 +474,122 @@ class RunManager:
         )
         live = LiveRun(record=record, spec=spec, inputs=kwargs, count_slot=count_slot)
         self._live[run_id] = live
-        await self.store.create(record)
+        await self.store.create(record, kwargs)
+        durable = await self._flush_store()
         self._emit("created", record)
+        if live.record.status is not RunStatus.pending:
+            return live.record  # cancelled while its record was being stored
         if not count_slot:
             self._start(live, loop)
         else:
+            limiter = self._limiters.get(session_id) if session_id is not None else None
+            if limiter is None:
+                self._queue.append(live)
+                self._start_queued()
+            else:
+                live.limiter = limiter
+                if limiter.active < limiter.limit:
+                    limiter.active += 1
+                    live.holds_session_slot = True
+                    self._queue.append(live)
+                    self._start_queued()
+                else:
+                    limiter.waiting.append(live)
+        return live.record if durable else self._not_durable(live.record)
+
+    async def _flush_store(self) -> bool:
+        """Flush the store; False (and a warning once per fault) if it cannot write."""
+        try:
+            await self.store.flush()
+        except WorkspaceError as exc:
+            self._warn_fault(exc)
+            return False
+        return True
+
+    def _warn_fault(self, exc: BaseException) -> None:
+        serial = getattr(getattr(self.store, "workspace", None), "engine", None)
+        serial = getattr(serial, "fault_serial", 0)
+        if serial and serial == self._warned_fault:
+            return
+        self._warned_fault = serial
+        log.warning("run records are not on disk: %s", exc)
+        warnings.warn(
+            f"ag_jupyter: run records are not on disk ({exc}). Runs keep going; their "
+            "records say meta['durable'] is False until a write succeeds again.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    @staticmethod
+    def _not_durable(record: RunRecord) -> RunRecord:
+        return record.model_copy(update={"meta": {**record.meta, "durable": False}})
+
+    def _with_durability(self, record: RunRecord) -> RunRecord:
+        if self.store.is_durable(record.run_id):
+            return record
+        return self._not_durable(record)
+
+    # ----------------------------------------------------------- session limits
+    def set_session_limit(self, session_id: str, limit: int) -> None:
+        """Limit ``session_id``'s slot-counted runs to ``limit`` at once, inside the global
+        ``max_concurrency`` (a run needs a slot of both). Called by
+        ``open_session(max_concurrency=N)``; each call must be paired with
+        :meth:`release_session_limit`. Raising the limit starts waiting runs at once.
+
+        Raises:
+          ValueError: if ``limit`` is not a positive int.
+        """
+        self.check_concurrency(limit)
+        check_identifier("session_id", session_id, allow_none=False)
+        limiter = self._limiters.get(session_id)
+        if limiter is None:
+            limiter = self._limiters[session_id] = SessionLimiter(session_id, limit)
+        limiter.limit = limit
+        limiter.users += 1
+        if self._loop is not None:
+            self._admit(limiter)
+
+    def release_session_limit(self, session_id: str) -> None:
+        """Undo one :meth:`set_session_limit`. The limit keeps applying to the session's
+        runs already submitted; it is dropped once the last of them ends."""
+        limiter = self._limiters.get(session_id)
+        if limiter is None:
+            return
+        limiter.users = max(0, limiter.users - 1)
+        self._drop_limiter_if_idle(limiter)
+
+    def session_limit(self, session_id: str) -> int | None:
+        """The limit set for ``session_id``'s runs, or None."""
+        limiter = self._limiters.get(session_id)
+        return None if limiter is None else limiter.limit
+
+    def _drop_limiter_if_idle(self, limiter: SessionLimiter) -> None:
+        if not limiter.users and not limiter.active and not limiter.waiting:
+            if self._limiters.get(limiter.session_id) is limiter:
+                del self._limiters[limiter.session_id]
+
+    def _admit(self, limiter: SessionLimiter) -> None:
+        """Move the session's waiting runs into the global queue while it has slots."""
+        moved = False
+        while limiter.waiting and limiter.active < limiter.limit:
+            live = limiter.waiting.popleft()
+            if live.record.status is not RunStatus.pending:
+                continue  # canceled while waiting
+            limiter.active += 1
+            live.holds_session_slot = True
             self._queue.append(live)
+            moved = True
+        if moved:
             self._start_queued()
-        return live.record
+
+    def _release_session_slot(self, live: LiveRun) -> None:
+        limiter = live.limiter
+        if limiter is None or not live.holds_session_slot:
+            return
+        live.holds_session_slot = False
+        limiter.active -= 1
+        self._admit(limiter)
+        self._drop_limiter_if_idle(limiter)
 
     def _start_queued(self) -> None:
         loop = self._loop
@@ -411,9 +609,29 @@ class RunManager:
         live.record = live.record.model_copy(update=changes)
         return live.record
 
-    async def _execute(self, live: LiveRun) -> None:
-        from .node_context import NodeContext
+    #: Builds the ``context`` a graph body receives: ``factory(run_id=, graph_id=,
+    #: session_id=, agent_id=, app_id=, manager=, live=)``. ``node_context.py`` installs
+    #: ``NodeContext`` here when it is imported (it sits above this module, which must not
+    #: import it back).
+    context_factory: Callable[..., Any] | None = None
 
+    def make_context(self, live: LiveRun) -> Any:
+        """The context object for ``live``'s graph body (see :attr:`context_factory`)."""
+        factory = type(self).context_factory
+        if factory is None:
+            raise RuntimeError("no context factory: import ag_jupyter.runtime first")
+        record = live.record
+        return factory(
+            run_id=record.run_id,
+            graph_id=record.graph_id,
+            session_id=record.session_id,
+            agent_id=record.agent_id,
+            app_id=record.app_id,
+            manager=self,
+            live=live,
+        )
+
+    async def _execute(self, live: LiveRun) -> None:
         # Set synchronously in the task's first step: a record still ``pending`` means the
         # body never ran (cancel_run relies on that).
         record = self._set(live, status=RunStatus.running, started_at=utc_now())
@@ -422,15 +640,7 @@ class RunManager:
         kwargs = live.inputs
         if spec.context_param is not None:
             kwargs = dict(kwargs)
-            kwargs[spec.context_param] = NodeContext(
-                run_id=record.run_id,
-                graph_id=record.graph_id,
-                session_id=record.session_id,
-                agent_id=record.agent_id,
-                app_id=record.app_id,
-                manager=self,
-                live=live,
-            )
+            kwargs[spec.context_param] = self.make_context(live)
         outputs: dict[str, Any] | None = None
         error: BaseException | None = None
         cancelled = False
@@ -490,6 +700,9 @@ class RunManager:
     ) -> None:
         changes: dict[str, Any] = {"finished_at": utc_now()}
         meta = dict(live.record.meta)
+        if live.recancel is not None:
+            live.recancel.cancel()
+            live.recancel = None
         if cancelled or live.cancel_requested:
             changes["status"] = RunStatus.canceled
             reason = meta.get("cancel_reason", "task_cancelled")
@@ -497,7 +710,7 @@ class RunManager:
                 # Cancelled from outside (loop shut down, manager closed without a request).
                 meta["cancel_reason"] = reason
             if error is not None and not cancelled:
-                meta["traceback"] = "".join(traceback.format_exception(error))
+                _keep_traceback(meta, error)
                 changes["error"] = f"canceled ({reason}); then raised {_error_text(error)}"
             elif not cancelled:
                 # The graph returned normally after a cancel request: it swallowed
@@ -512,27 +725,30 @@ class RunManager:
         elif error is not None:
             changes["status"] = RunStatus.failed
             changes["error"] = _error_text(error)
-            meta["traceback"] = "".join(traceback.format_exception(error))
+            _keep_traceback(meta, error)
             outputs = None
         else:
             changes["status"] = RunStatus.succeeded
         if meta != live.record.meta:
             changes["meta"] = meta
         record = self._set(live, **changes)
-        self._recent.append(record)
+        self._remember(record)
         if live.count_slot and live.task is not None:
             self._active -= 1
+            self._release_session_slot(live)
             self._start_queued()
         self._emit("changed", record)
+        durable = True
         try:
             await self.store.update(record, outputs)
-            await self.store.flush()
+            durable = await self._flush_store()
         except Exception:
             log.exception("could not store the final record of run %s", record.run_id)
+            durable = False
         finally:
             self._live.pop(record.run_id, None)
             if live.waiters is not None and not live.waiters.done():
-                live.waiters.set_result(record)
+                live.waiters.set_result(record if durable else self._not_durable(record))
             live.task = None
 
     # ------------------------------------------------------------------- waiting
@@ -544,13 +760,18 @@ class RunManager:
         Unlike :meth:`run_and_wait`, this never starts anything: it observes a run that
         :meth:`submit_run` already queued. Each waiter is independent: one waiter timing
         out or being cancelled affects neither another waiter nor the run. A terminal
-        record is durable in the store before it is returned.
+        record is durable in the store before it is returned; if the store cannot write
+        (full disk, deleted folder...), the record is returned anyway and says
+        ``meta["durable"] is False`` (it is retried, and reads durable once it lands).
+        The store never makes a wait raise.
 
         Args:
           run_id: the run to wait for.
           timeout_s: seconds to wait at most (None: no limit).
           return_outputs: return ``(record, outputs)`` instead of the record alone;
-            outputs are None unless the run succeeded (or ran on after a cancel).
+            outputs are None unless the run succeeded (or ran on after a cancel). Outputs
+            JSON cannot hold are the real objects while this process still has them in
+            memory (see the store), else their stored JSON preview (with a warning).
 
         Raises:
           RunNotFoundError: if no run has this id (at once, never after a wait).
@@ -560,14 +781,12 @@ class RunManager:
         check_positive("timeout_s", timeout_s)
         live = self._live.get(run_id)
         if live is None:
-            sibling = self._sibling_running(run_id)
-            if sibling is not None:
-                return await sibling.wait_run(
-                    run_id, timeout_s=timeout_s, return_outputs=return_outputs
-                )
-            record = await self.store.get(run_id)
+            record = self._recent.get(run_id)
+            if record is None:
+                record = await self.store.get(run_id)
             if record is None:
                 raise self._not_found(run_id)
+            record = self._with_durability(record)
         else:
             if live.waiters is None:
                 live.waiters = asyncio.get_running_loop().create_future()
@@ -581,7 +800,12 @@ class RunManager:
                 ) from None
         if not return_outputs:
             return record
-        return record, await self.store.get_outputs(run_id)
+        try:
+            outputs = await self.store.get_outputs(run_id)
+        except WorkspaceError as exc:
+            log.warning("outputs of run %s could not be read: %s", run_id, exc)
+            outputs = None
+        return record, outputs
 
     async def run_and_wait(
         self,
@@ -637,7 +861,11 @@ class RunManager:
 
         - ``pending``: it becomes ``canceled`` at once and never starts.
         - running async graph: its task is cancelled; the record is
-          ``cancellation_requested`` until the task ends, then ``canceled``.
+          ``cancellation_requested`` until the task ends, then ``canceled``. A body that
+          swallows ``CancelledError`` is cancelled again every 0.1 s for up to
+          ``cancel_timeout_s`` seconds; after that it is left running, marked
+          ``meta["cancel_ignored"]``, and ends ``canceled`` whenever it returns (nothing
+          can bound a body that never gives control back).
         - running sync graph (a worker thread): a cooperative flag is set
           (``context.runner().is_cancel_requested()``); the record is
           ``cancellation_requested`` until the function returns, then ``canceled``. Its slot
@@ -652,10 +880,7 @@ class RunManager:
         """
         live = self._live.get(run_id)
         if live is None:
-            sibling = self._sibling_running(run_id)
-            if sibling is not None:
-                return await sibling.cancel_run(run_id, reason=reason)
-            record = await self.store.get(run_id)
+            record = self._recent.get(run_id) or await self.store.get(run_id)
             if record is None:
                 raise self._not_found(run_id)
             return record
@@ -679,8 +904,39 @@ class RunManager:
         self._emit("changed", record)
         if live.spec.is_async and live.task is not None:
             live.task.cancel(f"ag_jupyter cancel_run: {reason}")
+            loop = self._loop
+            assert loop is not None
+            deadline = loop.time() + self.cancel_timeout_s
+            live.recancel = loop.call_later(RECANCEL_EVERY_S, self._recancel, live, deadline)
         await self.store.update(record)
         return record
+
+    def _recancel(self, live: LiveRun, deadline: float) -> None:
+        """Cancel a swallowing body's task again, until it ends or ``deadline`` passes."""
+        live.recancel = None
+        task = live.task
+        if task is None or task.done() or live.record.status.is_terminal:
+            return
+        loop = self._loop
+        assert loop is not None
+        if loop.time() >= deadline:
+            meta = {**live.record.meta, "cancel_ignored": True}
+            record = self._set(live, meta=meta)
+            self._emit("changed", record)
+            log.warning(
+                "run %s ignored cancellation for %.1f s; it is left running",
+                record.run_id, self.cancel_timeout_s,
+            )
+            self._background_task(self.store.update(record), f"ag-store:{record.run_id}")
+            return
+        task.cancel("ag_jupyter cancel_run: cancelled again (the body swallowed it)")
+        live.recancel = loop.call_later(RECANCEL_EVERY_S, self._recancel, live, deadline)
+
+    def _background_task(self, coro: Any, name: str) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def request_cancel(self, run_id: str, *, reason: str = "user_requested") -> RunRecord:
         """Sync form of :meth:`cancel_run` for callbacks that cannot await (widget messages,
@@ -702,9 +958,7 @@ class RunManager:
             except Exception:
                 log.exception("cancelling run %s failed", run_id)
 
-        task = self._loop.create_task(cancel(), name=f"ag-cancel:{run_id}")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background_task(cancel(), f"ag-cancel:{run_id}")
         return record
 
     def is_cancel_requested(self, run_id: str) -> bool:
@@ -714,18 +968,22 @@ class RunManager:
 
     # ------------------------------------------------------------------- reading
     async def get_record(self, run_id: str) -> RunRecord:
-        """The current record of ``run_id``.
+        """The current record of ``run_id`` (``meta["durable"] is False`` while a
+        finished run's record is not on disk yet).
 
         Raises:
           RunNotFoundError: if no run has this id.
+          WorkspaceError: if it is not in memory and the workspace cannot be read.
         """
         live = self._live.get(run_id)
         if live is not None:
             return live.record
-        record = await self.store.get(run_id)
+        record = self._recent.get(run_id)
+        if record is None:
+            record = await self.store.get(run_id)
         if record is None:
             raise self._not_found(run_id)
-        return record
+        return self._with_durability(record)
 
     async def list_records(
         self,
@@ -742,10 +1000,12 @@ class RunManager:
         Args:
           status: one status or several.
           tags: records must carry all of these.
-          limit: page size (> 0); offset: records to skip (>= 0).
+          limit: page size (> 0); offset: records to skip (>= 0). Paging costs O(page)
+            records whatever the offset.
 
         Raises:
           ValueError: for a bad status, limit or offset.
+          WorkspaceError: if the workspace cannot be read.
         """
         check_paging(limit, offset)
         return await self.store.list(
@@ -757,14 +1017,84 @@ class RunManager:
             offset=offset,
         )
 
-    def _sibling_running(self, run_id: str) -> RunManager | None:
-        # Another manager on this loop (e.g. an open_session(max_concurrency=...) private
-        # one sharing our store) that has this run live: only it can wait for or cancel it.
-        loop = asyncio.get_running_loop()
-        for other in list(_all_managers):
-            if other is not self and other._loop is loop and run_id in other._live:
-                return other
-        return None
+    async def get_inputs(self, run_id: str) -> dict[str, Any]:
+        """The inputs a run was submitted with (as validated; JSON form for runs of
+        earlier processes).
+
+        Raises:
+          RunNotFoundError: if no run has this id.
+          WorkspaceError: if the workspace cannot be read.
+        """
+        live = self._live.get(run_id)
+        if live is not None:
+            return dict(live.inputs)
+        found = await self.store.get_inputs(run_id)
+        if found is None:
+            if await self.store.get(run_id) is None:
+                raise self._not_found(run_id)
+            return {}
+        return found
+
+    async def logs(
+        self,
+        run_id: str,
+        *,
+        offset: int = 0,
+        limit: int = 200,
+        search: str | None = None,
+        levels: Iterable[str] | None = None,
+    ) -> dict[str, Any]:
+        """A page of a run's ``logger()`` lines, oldest first: ``{"lines": [{"time" (epoch
+        s), "level", "run_id", "session_id", "message"}, ...], "total": n}``. Kept per run
+        (at most 2,000 lines each, the newest) in the workspace, so readable after a
+        restart; in memory only for an in-memory manager.
+
+        Args:
+          search: case-insensitive substring of the message; levels: e.g.
+            ``["WARNING", "ERROR"]``.
+
+        Raises:
+          ValueError: for a negative offset or a non-positive limit.
+          WorkspaceError: if the workspace cannot be read.
+        """
+        check_paging(limit, offset)
+        wanted = {str(level).upper() for level in levels} if levels else None
+        return await self.services.log_buffer.read(
+            run_id, offset=offset, limit=limit, search=search, levels=wanted
+        )
+
+    async def prune(
+        self,
+        *,
+        older_than_s: float | None = None,
+        keep_last: int | None = None,
+        statuses: Iterable[RunStatus | str] | None = None,
+    ) -> dict[str, int]:
+        """Remove finished runs from the history, with their outputs, inputs, logs and
+        what hangs off them (artifacts they saved, unless still referenced), and return
+        what was removed: ``{"runs", "rows", "files", "bytes"}``.
+
+        Args:
+          older_than_s: only runs finished more than this many seconds ago.
+          keep_last: keep the newest this many runs (by creation), whatever else matches.
+          statuses: only these terminal statuses (default: succeeded, failed, canceled).
+        Live runs are never removed.
+
+        Raises:
+          ValueError: for a non-terminal status or a negative bound.
+          WorkspaceWriteError: if the workspace cannot be written.
+        """
+        wanted = status_set(statuses) or set(TERMINAL_STATUSES)
+        result = await self.store.prune(
+            older_than_s=older_than_s,
+            keep_last=keep_last,
+            statuses=wanted,
+            protect=list(self._live),
+        )
+        for run_id in [r for r, rec in self._recent.items() if rec.status in wanted]:
+            if not await self.store.exists(run_id):
+                del self._recent[run_id]
+        return result
 
     def _not_found(self, run_id: str) -> RunNotFoundError:
         live = ", ".join(list(self._live)[:10]) or "(none)"
@@ -778,8 +1108,9 @@ class RunManager:
         self, *, cancel_live: bool = True, timeout_s: float = 5.0, close_store: bool = True
     ) -> None:
         """Stop accepting runs, cancel live ones (reason ``manager_closed``) and wait up to
-        ``timeout_s`` seconds for them to end, then close the store (or only flush it when
-        ``close_store`` is False, for a store shared with another manager).
+        ``timeout_s`` seconds for them to end, then close the service hub's own services
+        and the store (or only flush it when ``close_store`` is False, for a store shared
+        with another manager).
 
         Sync runs that ignore the flag are left running in their daemon threads; their
         records stay ``cancellation_requested`` in a durable store until a restart marks
@@ -795,90 +1126,14 @@ class RunManager:
         tasks = [live.task for live in self._live.values() if live.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_s)
+        closer = getattr(self.services, "aclose", None)
+        if callable(closer):
+            try:
+                await closer()
+            except Exception:
+                log.exception("closing the services of a RunManager failed")
         if close_store:
             await self.store.close()
         else:
-            await self.store.flush()
-
-
-_managers: dict[asyncio.AbstractEventLoop, RunManager] = {}
-# Every manager in the process (weakly), so managers sharing a loop can find each other's runs.
-_all_managers: weakref.WeakSet[RunManager] = weakref.WeakSet()
-_managers_lock = threading.Lock()
-_manager_factory: Callable[[], RunManager] | None = None
-
-
-def set_run_manager_factory(factory: Callable[[], RunManager] | None) -> None:
-    """Choose how :func:`get_run_manager` builds a loop's manager (None: the default).
-
-    The IPython extension uses this to apply its configuration (concurrency, workspace).
-    """
-    global _manager_factory
-    _manager_factory = factory
-
-
-def open_workspace_manager(
-    workspace: str | None = None, *, max_concurrency: int = DEFAULT_MAX_CONCURRENCY
-) -> RunManager:
-    """A RunManager on a durable workspace folder.
-
-    ``workspace`` None means the process's default workspace (``$AG_WORKSPACE`` or
-    ``./.ag_workspace``), opened on first use and shared by the managers of later loops; a
-    path opens that folder (the manager owns it). If the folder cannot be used, a
-    ``RuntimeWarning`` says why and the manager keeps its runs in memory.
-
-    Raises:
-      ValueError: if ``max_concurrency`` is not a positive int.
-    """
-    from .workspace import WorkspaceError, default_runtime, workspace_runtime
-
-    try:
-        runtime = default_runtime() if workspace is None else workspace_runtime(workspace)
-    except WorkspaceError as exc:
-        import warnings
-
-        warnings.warn(
-            f"{exc} Runs of this process are kept in memory only.", RuntimeWarning, stacklevel=3
-        )
-        return RunManager(max_concurrency=max_concurrency)
-    return RunManager(max_concurrency=max_concurrency, **runtime)
-
-
-def get_run_manager(*, create: bool = True) -> RunManager:
-    """The RunManager of the running event loop, created on first use.
-
-    One manager per loop: in a kernel that is the kernel's loop, so runs keep going between
-    cells; in a script, each ``asyncio.run(...)`` gets its own. Unless a factory was set
-    with :func:`set_run_manager_factory`, managers keep their runs in the default durable
-    workspace (``$AG_WORKSPACE`` or ``./.ag_workspace``), opened once per process.
-
-    Raises:
-      RuntimeError: if no event loop is running (call it from async code, or ``await`` in
-        a notebook cell), or if ``create`` is False and there is no manager yet.
-    """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        raise RuntimeError(
-            "get_run_manager() needs a running asyncio event loop: call it from async code "
-            "(an `async def`, or a notebook cell using `await`)"
-        ) from None
-    with _managers_lock:
-        manager = _managers.get(loop)
-        if manager is None or manager.closed:
-            if not create:
-                raise RuntimeError("no RunManager exists for this event loop yet")
-            for old_loop in [lp for lp in _managers if lp.is_closed()]:
-                del _managers[old_loop]
-            manager = (
-                _manager_factory() if _manager_factory is not None else open_workspace_manager()
-            )
-            manager._loop = loop
-            _managers[loop] = manager
-        return manager
-
-
-def current_run_managers() -> list[RunManager]:
-    """Every manager created by :func:`get_run_manager` whose loop is still open."""
-    with _managers_lock:
-        return [m for loop, m in _managers.items() if not loop.is_closed()]
+            with contextlib.suppress(WorkspaceError):
+                await self.store.flush()

@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from .defaults import get_run_manager
 from .node_context import NodeContext
-from .run_manager import RunManager, get_run_manager
+from .run_manager import RunManager
 
 # Names of services that may be injected directly as overrides (open_session(llm=...)).
 SERVICE_OVERRIDES = ("llm", "kv", "memory", "artifacts", "logger", "rag")
@@ -45,8 +46,10 @@ async def build_adhoc_context(
       graph_id, node_id: labels for the context (default ``"adhoc"``).
       **rt_overrides: ``session_id``, ``agent_id``, ``app_id`` (identity defaults for runs
         spawned from here; ``session_id`` defaults to ``run_id``); ``max_concurrency`` (int:
-        a private RunManager with that limit, sharing the process's run store, closed with
-        the session); ``run_manager`` (use this manager); ``services`` (dict name ->
+        at most that many of this session's slot-counted runs at once, inside the loop's
+        one manager and its global limit; the limit keeps applying to runs submitted
+        before the session closed, which keep running like any other run);
+        ``run_manager`` (use this manager); ``services`` (dict name ->
         object) and ``mcp`` (dict name -> client) injected for this context only; and the
         service names ``llm``, ``kv``, ``memory``, ``artifacts``, ``logger``, ``rag`` to
         inject one directly.
@@ -62,16 +65,11 @@ async def build_adhoc_context(
     ov = dict(rt_overrides)
     run_id = run_id or f"adhoc-{uuid.uuid4().hex[:12]}"
     manager: RunManager | None = ov.pop("run_manager", None)
-    owns_manager = False
     max_concurrency = ov.pop("max_concurrency", None)
+    if max_concurrency is not None:
+        RunManager.check_concurrency(max_concurrency)
     if manager is None:
-        if max_concurrency is not None:
-            manager = _private_manager(max_concurrency)
-            owns_manager = True
-        else:
-            manager = get_run_manager()
-    elif max_concurrency is not None:
-        raise TypeError("pass either run_manager or max_concurrency, not both")
+        manager = get_run_manager()
     injected = dict(ov.pop("services", None) or {})
     for name in SERVICE_OVERRIDES:
         if name in ov:
@@ -88,20 +86,16 @@ async def build_adhoc_context(
         services=hub,
     )
     ctx.on_close(hub.aclose)
-    if owns_manager:
-        # The private manager shares the process's store: flush it, never close it.
-        ctx.on_close(lambda: manager.close(close_store=False))
+    if max_concurrency is not None:
+        session_id = ctx.session_id
+        assert session_id is not None
+        manager.set_session_limit(session_id, max_concurrency)
+
+        async def release() -> None:
+            manager.release_session_limit(session_id)
+
+        ctx.on_close(release)
     return ctx
-
-
-def _private_manager(max_concurrency: int) -> RunManager:
-    base = get_run_manager()
-    return RunManager(
-        max_concurrency=max_concurrency,  # validated there: 0 or -1 raise ValueError
-        registry=base.registry,
-        store=base.store,
-        services=base.services,
-    )
 
 
 @asynccontextmanager

@@ -65,6 +65,9 @@ class ServiceHub:
     Args:
       services: name -> service object for this hub only.
       mcp: name -> MCP client for this hub only.
+      parent: the hub this one adds to (sessions build children of the manager's hub).
+      log_sink: where the ``logger()`` lines of a root hub go (default: memory only; see
+        :class:`~ag_jupyter.runtime.services.logger.RunLogBuffer`).
     """
 
     def __init__(
@@ -73,12 +76,13 @@ class ServiceHub:
         *,
         mcp: dict[str, Any] | None = None,
         parent: ServiceHub | None = None,
+        log_sink: Any = None,
     ) -> None:
         self._services = dict(services or {})
         self._mcp = dict(mcp or {})
         self._parent = parent
         if parent is None:
-            self.log_buffer = RunLogBuffer()
+            self.log_buffer = RunLogBuffer(log_sink)
             self._defaults: dict[str, Any] = {"logger": RunLoggerService(self.log_buffer)}
             # Reads OPENAI_API_KEY / OPENAI_BASE_URL / AG_LLM_MODEL at context.llm() time.
             self._defaults["llm"] = EnvLLMProvider()

@@ -13,28 +13,74 @@ Every method is async: file and SQLite work run in the workspace's threads.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import mimetypes
 import os
 import re
 import sqlite3
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..workspace import Workspace, WorkspaceWriteError, dumps_json
+from ..errors import ArtifactNotFoundError, WorkspaceWriteError
+from ..store.blobs import BlobStore
+from ..store.codecs import dumps_json
+from ..store.schema import Migration, SchemaComponent
+from ..store.workspace import Workspace
 
 _ID_RE = re.compile(r"[0-9a-f]{64}")
-_CHUNK = 1 << 20
 _MAX_NAME = 1024
 
 
-class ArtifactNotFoundError(LookupError):
-    """No artifact has the requested id in this workspace (or the id is not one)."""
+def _prune_artifacts(conn: sqlite3.Connection, run_ids: list[str], workspace: Any) -> list[Path]:
+    """Prune hook: drop the index rows of pruned runs; return the content files that no
+    index row references any more (deleted once the pruning transaction commits)."""
+    marks = ", ".join("?" * len(run_ids))
+    ids = {
+        r[0]
+        for r in conn.execute(
+            f"SELECT DISTINCT artifact_id FROM artifacts WHERE run_id IN ({marks})", run_ids
+        )
+    }
+    conn.execute(f"DELETE FROM artifacts WHERE run_id IN ({marks})", run_ids)
+    blobs = BlobStore(workspace.artifacts_path)
+    return [
+        blobs.path(artifact_id)
+        for artifact_id in sorted(ids)
+        if conn.execute(
+            "SELECT 1 FROM artifacts WHERE artifact_id = ? LIMIT 1", (artifact_id,)
+        ).fetchone() is None
+    ]
+
+
+ARTIFACTS_SCHEMA = SchemaComponent(
+    "artifacts",
+    (
+        Migration(
+            1,
+            (
+                # One row per save; artifact_id is the sha256 of the content (the blob's name).
+                """CREATE TABLE IF NOT EXISTS artifacts (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    artifact_id TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    mime TEXT NOT NULL,
+                    size INTEGER NOT NULL,
+                    run_id TEXT,
+                    session_id TEXT,
+                    created_at REAL NOT NULL,
+                    meta TEXT NOT NULL DEFAULT '{}'
+                )""",
+                "CREATE INDEX IF NOT EXISTS artifacts_id ON artifacts (artifact_id)",
+                "CREATE INDEX IF NOT EXISTS artifacts_run ON artifacts (run_id, seq)",
+                "CREATE INDEX IF NOT EXISTS artifacts_session ON artifacts (session_id, seq)",
+            ),
+        ),
+    ),
+    on_prune=_prune_artifacts,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,13 +155,6 @@ def _row_artifact(row: sqlite3.Row) -> Artifact:
     )
 
 
-def _fsync_close(fd: int) -> None:
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class ArtifactStore:
     """The artifacts of a workspace as seen from one context (``context.artifacts()``).
 
@@ -140,9 +179,6 @@ class ArtifactStore:
         """The artifact folder (``<workspace>/artifacts``)."""
         return self._ws.artifacts_path
 
-    def _blob_path(self, artifact_id: str) -> Path:
-        return self.root / artifact_id[:2] / artifact_id[2:]
-
     def _write_error(self, exc: OSError) -> WorkspaceWriteError:
         return WorkspaceWriteError(
             f"could not write an artifact into {str(self.root)!r} ({exc.strerror or exc}). "
@@ -152,66 +188,19 @@ class ArtifactStore:
 
     # ------------------------------------------------------------ blob writing
     def _store_bytes(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        final = self._blob_path(digest)
-        if final.is_file() and final.stat().st_size == len(data):
-            return digest
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-            except BaseException:
-                os.close(fd)
-                os.unlink(tmp)
-                raise
-            try:
-                _fsync_close(fd)
-                os.replace(tmp, final)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
-        except OSError as exc:
+            return BlobStore(self.root).put_bytes(data)
+        except OSError as exc:  # BlobError too: a planted symlink or file
             raise self._write_error(exc) from exc
-        return digest
 
     def _store_file(self, source: Path) -> tuple[str, int]:
-        # The digest is only known after reading, so the temporary file lives in the
-        # artifact folder itself (same file system, so os.replace stays atomic).
-        digest = hashlib.sha256()
-        size = 0
-        with open(source, "rb") as src:
-            try:
-                fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
-            except OSError as exc:
-                raise self._write_error(exc) from exc
-            try:
-                try:
-                    while chunk := src.read(_CHUNK):
-                        digest.update(chunk)
-                        size += len(chunk)
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[os.write(fd, view) :]
-                finally:
-                    _fsync_close(fd)
-                hexdigest = digest.hexdigest()
-                final = self._blob_path(hexdigest)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, final)
-            except OSError as exc:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise self._write_error(exc) from exc
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
-        return hexdigest, size
+        if not source.is_file():
+            # Open it anyway for the precise error (FileNotFoundError, IsADirectoryError).
+            open(source, "rb").close()
+        try:
+            return BlobStore(self.root).put_file(source)
+        except OSError as exc:  # BlobError too: a planted symlink or file
+            raise self._write_error(exc) from exc
 
     async def _index(
         self, artifact_id: str, name: str, mime: str, size: int, meta: dict[str, Any] | None
@@ -339,33 +328,44 @@ class ArtifactStore:
         return await self._index(artifact_id, label, media, size, meta)
 
     # ----------------------------------------------------------------- loading
+    def _not_found(self, artifact_id: Any) -> ArtifactNotFoundError:
+        return ArtifactNotFoundError(
+            f"no artifact with id {artifact_id!r} in the workspace {str(self._ws.path)!r}; "
+            "list saved ones with context.artifacts().list()"
+        )
+
     def _checked_blob(self, artifact_id: Any) -> Path:
         _check_id(artifact_id)
-        blob = self._blob_path(artifact_id)
-        if not blob.is_file():
-            raise ArtifactNotFoundError(
-                f"no artifact with id {artifact_id!r} in the workspace {str(self._ws.path)!r}; "
-                "list saved ones with context.artifacts().list()"
-            )
-        return blob
+        blobs = BlobStore(self.root)
+        if not blobs.exists(artifact_id):
+            raise self._not_found(artifact_id)
+        blobs.verify(artifact_id)  # a modified or planted file is refused
+        return blobs.path(artifact_id)
 
     async def path(self, artifact_id: str) -> Path:
-        """The file holding the artifact's content (read it, do not modify it).
+        """The file holding the artifact's content (read it, do not modify it); its
+        content is checked against the id first.
 
         Raises:
           ArtifactNotFoundError: if no artifact has this id (or it is not an id).
+          BlobError: if the file was replaced by a symlink or its content changed.
         """
         return await self._ws.run_in_io_thread(self._checked_blob, artifact_id)
 
     async def load_bytes(self, artifact_id: str) -> bytes:
-        """The artifact's content.
+        """The artifact's content (checked against its id, the sha256 of the content).
 
         Raises:
           ArtifactNotFoundError: if no artifact has this id (or it is not an id).
+          BlobError: if the file was replaced by a symlink or its content changed.
         """
+        _check_id(artifact_id)
 
         def load() -> bytes:
-            return self._checked_blob(artifact_id).read_bytes()
+            blobs = BlobStore(self.root)
+            if not blobs.exists(artifact_id):
+                raise self._not_found(artifact_id)
+            return blobs.read(artifact_id)
 
         return await self._ws.run_in_io_thread(load)
 

@@ -18,9 +18,33 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..workspace import Workspace, dumps_json
+from ..store.codecs import dumps_json
+from ..store.schema import Migration, SchemaComponent
+from ..store.workspace import Workspace
 
 GLOBAL_SCOPE = "global"
+
+KV_SCHEMA = SchemaComponent(
+    "kv",
+    (
+        Migration(
+            1,
+            (
+                # scope: 'global', 'session:<id>' or 'run:<id>'; value is JSON text; epoch s.
+                """CREATE TABLE IF NOT EXISTS kv (
+                    scope TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    value TEXT NOT NULL,
+                    expires_at REAL,
+                    updated_at REAL NOT NULL,
+                    PRIMARY KEY (scope, key)
+                ) WITHOUT ROWID""",
+                "CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) "
+                "WHERE expires_at IS NOT NULL",
+            ),
+        ),
+    ),
+)
 
 
 def context_scope(context: Any) -> str:

@@ -34,7 +34,13 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ServiceNotConfiguredError
+from ..errors import (
+    LLMConnectionError,
+    LLMError,
+    LLMHTTPError,
+    LLMTimeoutError,
+    ServiceNotConfiguredError,
+)
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -78,52 +84,6 @@ HOW_TO_CONFIGURE = (
     f"{ENV_MODEL} (the model name), or pass open_session(llm=LLMService(api_key=..., "
     "base_url=..., model=...))"
 )
-
-
-# ----------------------------------------------------------------------------- errors
-class LLMError(RuntimeError):
-    """The LLM server could not answer a chat request.
-
-    Attributes:
-      base_url: the server's API root (str). model: the requested model (str | None).
-    """
-
-    def __init__(self, message: str, *, base_url: str, model: str | None = None) -> None:
-        super().__init__(message)
-        self.base_url = base_url
-        self.model = model
-
-
-class LLMConnectionError(LLMError, ConnectionError):
-    """The LLM server could not be reached (refused, DNS, TLS, reset...)."""
-
-
-class LLMTimeoutError(LLMConnectionError, TimeoutError):
-    """The LLM server did not answer within the configured time-out."""
-
-
-class LLMHTTPError(LLMError):
-    """The LLM server answered with an HTTP error status (4xx/5xx).
-
-    Attributes:
-      status_code (int): the HTTP status. server_message (str): the server's error message.
-      body: the decoded error body (dict, str or None).
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        base_url: str,
-        model: str | None,
-        status_code: int,
-        server_message: str,
-        body: Any = None,
-    ) -> None:
-        super().__init__(message, base_url=base_url, model=model)
-        self.status_code = status_code
-        self.server_message = server_message
-        self.body = body
 
 
 def _server_message(body: Any) -> str:

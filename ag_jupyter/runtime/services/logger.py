@@ -2,49 +2,85 @@
 
 In a kernel, anything a background task writes to stderr shows up in whichever cell is
 running at the time; so runs log to the ``ag_jupyter.runs`` logger (which has a
-``NullHandler``, so Python's last-resort stderr handler never fires) and to a bounded
-in-memory buffer the panel and ``%ag_logs`` read.
+``NullHandler``, so Python's last-resort stderr handler never fires) and to a per-run,
+bounded log (in the workspace when there is one) that the panel and
+``manager.logs(run_id)`` read.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import threading
-from collections import deque
 from typing import Any
+
+from ..store.run_logs import RunLogBook
 
 RUN_LOGGER_NAME = "ag_jupyter.runs"
 logging.getLogger("ag_jupyter").addHandler(logging.NullHandler())
 
 
 class RunLogBuffer(logging.Handler):
-    """Keeps the last ``max_lines`` log lines (all runs together) in memory.
+    """The logging handler behind ``context.logger()``: hands each line to a sink that
+    keeps it per run (bounded; see ``store/run_logs.py``).
 
     Args:
-      max_lines: lines kept in total (oldest dropped first).
+      sink: a :class:`~ag_jupyter.runtime.store.run_logs.RunLogBook` (memory only, the
+        default) or a :class:`~ag_jupyter.runtime.store.run_logs.WorkspaceRunLogs`
+        (kept in the workspace, readable after a restart).
     """
 
-    def __init__(self, max_lines: int = 5000) -> None:
+    def __init__(self, sink: Any = None) -> None:
         super().__init__(level=logging.DEBUG)
-        self._lines: deque[dict[str, Any]] = deque(maxlen=max_lines)
-        self._lines_lock = threading.Lock()
+        self.sink = sink if sink is not None else RunLogBook()
 
     def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception as exc:  # a bad %-format must not lose the line
+            message = f"{record.msg!r} (formatting failed: {exc})"
         line = {
             "time": record.created,
             "level": record.levelname,
             "run_id": getattr(record, "run_id", None),
             "session_id": getattr(record, "session_id", None),
-            "message": record.getMessage(),
+            "message": message,
         }
-        with self._lines_lock:
-            self._lines.append(line)
+        if record.exc_info:
+            line["traceback"] = logging.Formatter().formatException(record.exc_info)
+        self.sink.append(line)
 
-    def lines(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        """Buffered lines, oldest first; only ``run_id``'s when given."""
-        with self._lines_lock:
-            return [ln for ln in self._lines if run_id is None or ln["run_id"] == run_id]
+    def lines(
+        self,
+        run_id: str | None = None,
+        *,
+        search: str | None = None,
+        levels: set[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Lines kept in memory, oldest first; only ``run_id``'s when given (see
+        :meth:`RunLogBook.lines`)."""
+        book = getattr(self.sink, "book", self.sink)
+        return book.lines(run_id, search=search, levels=levels)
+
+    async def read(
+        self,
+        run_id: str,
+        *,
+        offset: int = 0,
+        limit: int = 200,
+        search: str | None = None,
+        levels: set[str] | None = None,
+    ) -> dict[str, Any]:
+        """A page of ``run_id``'s lines, oldest first: ``{"lines": [...], "total": n}``,
+        from the workspace when the sink keeps them there (so after a restart too).
+
+        Raises:
+          WorkspaceError: if the workspace cannot be read.
+        """
+        reader = getattr(self.sink, "read", None)
+        if reader is not None:
+            return await reader(run_id, offset=offset, limit=limit, search=search, levels=levels)
+        found = self.lines(run_id, search=search, levels=levels)
+        return {"lines": found[offset : offset + limit], "total": len(found)}
 
 
 class RunLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]

@@ -17,10 +17,35 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..workspace import Workspace, dumps_json
+from ..store.codecs import check_tags, dumps_json
+from ..store.schema import Migration, SchemaComponent
+from ..store.workspace import Workspace
 from .kv import context_scope
 
 CHAT_KIND = "chat_turn"
+
+MEMORY_SCHEMA = SchemaComponent(
+    "memory",
+    (
+        Migration(
+            1,
+            (
+                """CREATE TABLE IF NOT EXISTS memory (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    scope TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    data TEXT NOT NULL,
+                    tags TEXT NOT NULL DEFAULT '[]',
+                    run_id TEXT,
+                    session_id TEXT,
+                    created_at REAL NOT NULL
+                )""",
+                "CREATE INDEX IF NOT EXISTS memory_scope ON memory (scope, id)",
+                "CREATE INDEX IF NOT EXISTS memory_scope_kind ON memory (scope, kind, id)",
+            ),
+        ),
+    ),
+)
 _MAX_LIMIT = 10_000
 
 
@@ -49,18 +74,6 @@ class MemoryEvent:
         data = asdict(self)
         data["created_at"] = self.created_at.isoformat()
         return data
-
-
-def _tags(tags: Iterable[str] | None) -> list[str]:
-    if tags is None:
-        return []
-    if isinstance(tags, str):
-        raise TypeError(f"tags must be a list of str, not a str ({tags!r}); use [{tags!r}]")
-    out = list(tags)
-    for tag in out:
-        if not isinstance(tag, str):
-            raise TypeError(f"tags must be str; got {type(tag).__name__} {tag!r}")
-    return out
 
 
 def _epoch(value: datetime | float | int | None, name: str) -> float | None:
@@ -126,7 +139,7 @@ class SessionMemory:
         """
         if not isinstance(kind, str) or not kind:
             raise TypeError(f"kind must be a non-empty str; got {kind!r}")
-        tag_list = _tags(tags)
+        tag_list = check_tags(tags)
         data_json = dumps_json(data, "memory data")
         tags_json = json.dumps(tag_list)
         now = time.time()
@@ -210,7 +223,7 @@ class SessionMemory:
                 return []
             where.append(f"kind IN ({', '.join('?' * len(kinds))})")
             params.extend(kinds)
-        for tag in _tags(tags):
+        for tag in check_tags(tags):
             where.append("EXISTS (SELECT 1 FROM json_each(memory.tags) WHERE value = ?)")
             params.append(tag)
         start, end = _epoch(since, "since"), _epoch(until, "until")

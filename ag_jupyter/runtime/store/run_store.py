@@ -6,10 +6,10 @@ everything in dicts for this process; the durable SQLite store implements the sa
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from .models import RunRecord, RunStatus
+from ..models import TERMINAL_STATUSES, RunRecord, RunStatus, utc_now
 
 
 @runtime_checkable
@@ -18,11 +18,12 @@ class RunStore(Protocol):
 
     All methods are called on the event loop thread. ``create``/``update`` may queue the write
     and return before it is durable; ``flush`` returns once everything written so far is
-    durable (the manager awaits it before ``wait_run`` returns a terminal record).
+    durable (the manager awaits it before ``submit_run`` returns a new run and before
+    ``wait_run`` returns a terminal record).
     """
 
-    async def create(self, record: RunRecord) -> None:
-        """Store a new record (its run_id is new to this store)."""
+    async def create(self, record: RunRecord, inputs: Mapping[str, Any] | None = None) -> None:
+        """Store a new record (its run_id is new to this store) and the run's inputs."""
 
     async def update(self, record: RunRecord, outputs: dict[str, Any] | None = None) -> None:
         """Replace the stored record for ``record.run_id`` (and its outputs if given)."""
@@ -35,6 +36,22 @@ class RunStore(Protocol):
 
     async def get_outputs(self, run_id: str) -> dict[str, Any] | None:
         """The outputs saved for ``run_id``, or None."""
+
+    async def get_inputs(self, run_id: str) -> dict[str, Any] | None:
+        """The inputs stored with ``run_id``, or None."""
+
+    def is_durable(self, run_id: str) -> bool:
+        """Whether the latest record given for ``run_id`` is stored for good."""
+
+    async def prune(
+        self,
+        *,
+        older_than_s: float | None = None,
+        keep_last: int | None = None,
+        statuses: Iterable[RunStatus] | None = None,
+        protect: Iterable[str] = (),
+    ) -> dict[str, int]:
+        """Delete finished runs; see ``RunManager.prune``."""
 
     async def exists(self, run_id: str) -> bool:
         """Whether any record has this run id."""
@@ -81,14 +98,20 @@ def check_paging(limit: int, offset: int) -> None:
 
 
 class InMemoryRunStore:
-    """A :class:`RunStore` that keeps records and outputs in this process's memory."""
+    """A :class:`RunStore` that keeps records, inputs and outputs in this process's memory
+    (nothing is bounded: prune it, or use the durable store, in long-lived processes)."""
+
+    fault = None
 
     def __init__(self) -> None:
         self._records: dict[str, RunRecord] = {}
         self._outputs: dict[str, dict[str, Any]] = {}
+        self._inputs: dict[str, dict[str, Any]] = {}
 
-    async def create(self, record: RunRecord) -> None:
+    async def create(self, record: RunRecord, inputs: Mapping[str, Any] | None = None) -> None:
         self._records[record.run_id] = record
+        if inputs:
+            self._inputs[record.run_id] = dict(inputs)
 
     async def update(self, record: RunRecord, outputs: dict[str, Any] | None = None) -> None:
         self._records[record.run_id] = record
@@ -103,6 +126,51 @@ class InMemoryRunStore:
 
     async def get_outputs(self, run_id: str) -> dict[str, Any] | None:
         return self._outputs.get(run_id)
+
+    async def get_inputs(self, run_id: str) -> dict[str, Any] | None:
+        if run_id not in self._records:
+            return None
+        return self._inputs.get(run_id, {})
+
+    def is_durable(self, run_id: str) -> bool:
+        return True  # nothing is durable here, and nothing is waiting to be
+
+    async def prune(
+        self,
+        *,
+        older_than_s: float | None = None,
+        keep_last: int | None = None,
+        statuses: Iterable[RunStatus] | None = None,
+        protect: Iterable[str] = (),
+    ) -> dict[str, int]:
+        wanted = set(status_set(statuses) or TERMINAL_STATUSES)
+        if not wanted <= TERMINAL_STATUSES:
+            raise ValueError(
+                f"prune removes finished runs only; statuses must be among "
+                f"{sorted(s.value for s in TERMINAL_STATUSES)}, got {sorted(wanted)}"
+            )
+        now = utc_now()
+        kept = set(protect)
+        if keep_last:
+            kept.update(list(self._records)[-int(keep_last) :])
+        doomed = [
+            run_id
+            for run_id, record in self._records.items()
+            if run_id not in kept
+            and record.status in wanted
+            and (
+                older_than_s is None
+                or (
+                    record.finished_at is not None
+                    and (now - record.finished_at).total_seconds() > older_than_s
+                )
+            )
+        ]
+        for run_id in doomed:
+            del self._records[run_id]
+            self._outputs.pop(run_id, None)
+            self._inputs.pop(run_id, None)
+        return {"runs": len(doomed), "rows": 0, "files": 0, "bytes": 0}
 
     async def exists(self, run_id: str) -> bool:
         return run_id in self._records

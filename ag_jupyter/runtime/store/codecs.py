@@ -1,0 +1,282 @@
+"""How values become text in the workspace database, and back: JSON codecs, free text,
+identifiers and timestamps. A leaf module: it imports nothing of ag_jupyter.
+
+Three kinds of values, three rules:
+
+- **JSON data** a caller asked to store (kv values, memory data, artifact metadata):
+  :func:`dumps_json` stores it exactly or raises a precise error (a type JSON cannot hold,
+  NaN, a cycle, nesting too deep). JSON text is ASCII (``\\uXXXX`` escapes), so odd
+  Unicode such as lone surrogates round-trips losslessly.
+- **Records the runtime keeps** (a run's meta, outputs, inputs): never rejected.
+  :func:`dumps_lenient` and :func:`encode_outputs` store what JSON cannot hold as a
+  preview ``{"__repr__": ..., "__type__": ...}`` and say whether the result is exact.
+- **Free text in plain columns** (a run's error, log lines): :func:`db_text` passes valid
+  Unicode through and stores text that UTF-8 cannot encode (lone surrogates, e.g.
+  ``os.fsdecode(b"caf\\xe9")``) as a BLOB of its ``surrogatepass`` bytes;
+  :func:`text_from_db` reads both back as the same ``str``.
+
+Identifiers (run ids, graph ids, session/agent/app ids, tags) must be plain text:
+:func:`check_identifier` rejects NUL and lone surrogates with a ``ValueError`` naming the
+field, since SQL comparisons and JSON lookups would never find such a value again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+#: Records the runtime keeps are previewed below this depth (lists/dicts within lists/dicts).
+MAX_DEPTH = 200
+#: A str output longer than this (characters) is encoded off the event loop.
+LIGHT_STR_MAX = 16_384
+
+
+class _NotJSON(Exception):
+    def __init__(self, obj: Any) -> None:
+        super().__init__(type(obj).__name__)
+        self.obj = obj
+
+
+def _reject(obj: Any) -> Any:
+    raise _NotJSON(obj)
+
+
+# Built once: json.dumps() with non-default options builds a new encoder on every call.
+_strict_encode = json.JSONEncoder(allow_nan=False, default=_reject).encode
+_plain_encode = json.JSONEncoder(allow_nan=False).encode
+
+
+def dumps_json(value: Any, what: str = "values") -> str:
+    """Serialise ``value`` as JSON text (tuples become arrays), exactly or not at all.
+
+    Args:
+      value: a JSON-compatible value (dict with str keys, list, tuple, str, int, float,
+        bool, None, nested less deeply than the interpreter's recursion limit).
+      what: how the caller names the value in errors (e.g. ``"kv values"``).
+
+    Raises:
+      TypeError: naming the offending type, e.g. ``kv values must be JSON-serialisable;
+        got set``; also for NaN/infinity and for dict keys JSON cannot hold.
+      ValueError: if the value contains itself (a cycle), or nests deeper than JSON
+        encoding can follow (about ``sys.getrecursionlimit()`` levels).
+    """
+    try:
+        return _strict_encode(value)
+    except _NotJSON as exc:
+        raise TypeError(
+            f"{what} must be JSON-serialisable; got {type(exc.obj).__name__} "
+            "(store a dict/list/str/number/bool/None, or convert it first, e.g. list(...) "
+            "or str(...))"
+        ) from None
+    except RecursionError:
+        raise ValueError(
+            f"{what} nest too deeply to store (JSON encoding stops at about "
+            f"{sys.getrecursionlimit()} levels of lists/dicts); flatten the value or store "
+            "it as an artifact"
+        ) from None
+    except ValueError as exc:
+        if "ircular" in str(exc):
+            raise ValueError(
+                f"{what} must not contain themselves: this value has a circular reference "
+                "(a list or dict that holds itself); store a copy without the cycle"
+            ) from None
+        raise TypeError(
+            f"{what} must be JSON-serialisable; got a float NaN or infinity, which JSON "
+            "cannot represent (store None or a string instead)"
+        ) from None
+    except TypeError as exc:  # a dict key of a type JSON cannot hold
+        raise TypeError(f"{what} must be JSON-serialisable; {exc}") from None
+
+
+def preview(value: Any, max_chars: int = 1000) -> dict[str, str]:
+    """A JSON stand-in for a value JSON cannot hold: ``{"__repr__": ..., "__type__": ...}``.
+
+    The repr is cut to ``max_chars`` characters. Never raises (a broken ``__repr__`` is
+    named instead).
+    """
+    try:
+        text = repr(value)
+    except Exception as exc:
+        text = f"<unrepresentable: {type(exc).__name__}>"
+    if len(text) > max_chars:
+        text = text[: max_chars - 3] + "..."
+    kind = type(value)
+    return {"__repr__": text, "__type__": f"{kind.__module__}.{kind.__qualname__}"}
+
+
+def _sanitise(value: Any, depth: int, active: set[int]) -> Any:
+    """A JSON-able copy of ``value``: NaN as text, cycles and too-deep parts as previews,
+    other objects as previews. Depth is bounded by ``MAX_DEPTH``."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, dict | list | tuple):
+        if depth >= MAX_DEPTH or id(value) in active:
+            return preview(value, 200)
+        active.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {str(k): _sanitise(v, depth + 1, active) for k, v in value.items()}
+            return [_sanitise(v, depth + 1, active) for v in value]
+        finally:
+            active.discard(id(value))
+    return preview(value)
+
+
+def sanitise(value: Any) -> Any:
+    """What :func:`dumps_lenient` stores, as Python data (see there)."""
+    try:
+        return _sanitise(value, 0, set())
+    except RecursionError:  # called from deep in a stack already
+        return preview(value, 200)
+
+
+def dumps_lenient(value: Any) -> str:
+    """JSON text for ``value``; parts JSON cannot hold become previews (never raises)."""
+    if not value:
+        return "{}" if isinstance(value, dict) else _plain_encode(value)
+    try:
+        return _strict_encode(value)
+    except (_NotJSON, TypeError, ValueError, RecursionError):
+        return _plain_encode(sanitise(value))
+
+
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def is_light(values: Mapping[str, Any] | None) -> bool:
+    """Whether ``values`` (outputs or inputs) is cheap to encode on the event loop: every
+    key a str and every value None, a bool, an int, a float or a str of at most
+    ``LIGHT_STR_MAX`` characters. Anything else is encoded in the writer thread."""
+    if not values:
+        return True
+    for key, value in values.items():
+        kind = type(value)
+        if type(key) is not str:
+            return False
+        if kind is str:
+            if len(value) > LIGHT_STR_MAX:
+                return False
+        elif kind not in _SCALARS and kind is not float:
+            return False
+    return True
+
+
+def encode_outputs(outputs: Mapping[str, Any]) -> tuple[str, bool]:
+    """JSON text to store for a run's ``outputs`` (or inputs), and whether it round-trips
+    exactly.
+
+    Values JSON cannot hold (objects, NaN, cycles, too deep) become previews
+    ``{"__repr__": ..., "__type__": ...}``; values that convert with a change (tuples,
+    non-str dict keys) are stored converted and reported as not exact. Never raises.
+    Cost: one encode for plain scalars, an encode and a decode otherwise (run it off the
+    event loop for large values).
+    """
+    try:
+        text = _strict_encode(outputs)
+        if all(type(v) in _SCALARS for v in outputs.values()) and all(
+            type(k) is str for k in outputs
+        ):
+            return text, True  # plain scalars (and str keys) always round-trip
+        return text, json.loads(text) == outputs
+    except (_NotJSON, TypeError, ValueError, RecursionError):
+        pass
+    stored: dict[str, Any] = {}
+    for key, value in outputs.items():
+        try:
+            stored[str(key)] = json.loads(_strict_encode(value))
+        except (_NotJSON, TypeError, ValueError, RecursionError):
+            stored[str(key)] = preview(value)
+    return _plain_encode(stored), False
+
+
+# ------------------------------------------------------------------ free text, ids
+def db_text(text: str | None) -> str | bytes | None:
+    """``text`` as SQLite can hold it losslessly: the ``str`` itself when UTF-8 can encode
+    it, else its ``surrogatepass`` UTF-8 bytes (stored as a BLOB). Read back with
+    :func:`text_from_db`."""
+    if text is None or text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+    return text
+
+
+def text_from_db(value: str | bytes | None) -> str | None:
+    """The ``str`` that :func:`db_text` stored (a BLOB is decoded with ``surrogatepass``)."""
+    if type(value) is bytes:
+        return value.decode("utf-8", "surrogatepass")
+    return value  # type: ignore[return-value]
+
+
+def check_identifier(field: str, value: Any, *, allow_none: bool = True) -> str | None:
+    """Return ``value`` if it is usable as an identifier, else raise.
+
+    An identifier is a non-empty ``str`` without NUL characters or lone surrogates (SQL
+    and JSON comparisons could never match such a value again).
+
+    Raises:
+      TypeError: if ``value`` is not a str (or None when ``allow_none``).
+      ValueError: naming ``field`` and the value, for an empty string, a NUL or a lone
+        surrogate.
+    """
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be a str, got {type(value).__name__} {value!r}")
+    if not value:
+        raise ValueError(f"{field} must be a non-empty str, got {value!r}")
+    if value.isascii():
+        if "\x00" in value:
+            raise ValueError(f"{field} must not contain NUL characters, got {value!r}; remove them")
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{field} must be valid Unicode text, got {value!r} (it holds a lone surrogate, "
+            "as os.fsdecode() makes of undecodable bytes); decode the bytes properly "
+            "(e.g. bytes.decode('utf-8', 'replace')) or use another id"
+        ) from None
+    if "\x00" in value:
+        raise ValueError(f"{field} must not contain NUL characters, got {value!r}; remove them")
+    return value
+
+
+def check_tags(tags: Iterable[str] | None, *, field: str = "tags") -> list[str]:
+    """``tags`` as a list of identifiers, in order.
+
+    Raises:
+      TypeError: if ``tags`` is a bare str (``tags="urgent"`` would be six one-letter tags:
+        pass ``["urgent"]``) or not an iterable of str.
+      ValueError: for a tag that is empty or holds NUL / a lone surrogate.
+    """
+    if tags is None:
+        return []
+    if isinstance(tags, str | bytes):
+        raise TypeError(
+            f"{field} must be a list of str, not a single {type(tags).__name__} ({tags!r}); "
+            f"write {field}=[{tags!r}]"
+        )
+    try:
+        items = list(tags)
+    except TypeError:
+        raise TypeError(
+            f"{field} must be a list of str, got {type(tags).__name__} {tags!r}"
+        ) from None
+    return [check_identifier(f"each of {field}", tag, allow_none=False) for tag in items]  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------ timestamps
+def iso_utc(value: datetime) -> str:
+    """ISO 8601 text of a datetime in UTC with microseconds (sorts as time does)."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")
