@@ -31,6 +31,7 @@ from .store.owners import OWNERS_SCHEMA
 from .store.run_logs import LOGS_SCHEMA, WorkspaceRunLogs
 from .store.schema import SchemaComponent
 from .store.sqlite_store import RUNS_SCHEMA, SqliteRunStore
+from .store.steps import STEPS_SCHEMA, WorkspaceSteps
 from .store.workspace import Workspace
 
 #: What a workspace database holds, in the order components are migrated and recovered
@@ -39,6 +40,7 @@ SCHEMA_COMPONENTS: tuple[SchemaComponent, ...] = (
     OWNERS_SCHEMA,
     RUNS_SCHEMA,
     LOGS_SCHEMA,
+    STEPS_SCHEMA,
     KV_SCHEMA,
     MEMORY_SCHEMA,
     ARTIFACTS_SCHEMA,
@@ -100,8 +102,8 @@ def install_workspace_services(hub: ServiceHub, workspace: Workspace) -> None:
     hub.set_default("artifacts", ArtifactService(workspace))
 
 
-def _hub_for(workspace: Workspace, log_sink: Any) -> ServiceHub:
-    hub = ServiceHub(log_sink=log_sink)
+def _hub_for(workspace: Workspace, log_sink: Any, step_sink: Any) -> ServiceHub:
+    hub = ServiceHub(log_sink=log_sink, step_sink=step_sink)
     install_workspace_services(hub, workspace)
     return hub
 
@@ -113,7 +115,7 @@ def workspace_runtime(
 
     Returns ``{"store": SqliteRunStore, "services": ServiceHub}``; the hub has the
     workspace's ``kv``, ``memory`` and ``artifacts`` services installed as defaults and
-    keeps ``logger()`` lines in the workspace.
+    keeps ``logger()`` lines and runs' steps in the workspace.
 
     Args:
       path: open a new workspace there (None: ``$AG_WORKSPACE`` or ``./.ag_workspace``);
@@ -129,7 +131,8 @@ def workspace_runtime(
     owns = workspace is None
     ws = workspace if workspace is not None else open_workspace(path)
     store = SqliteRunStore(ws, owns_workspace=owns)
-    return {"store": store, "services": _hub_for(ws, WorkspaceRunLogs(ws))}
+    hub = _hub_for(ws, WorkspaceRunLogs(ws), WorkspaceSteps(ws))
+    return {"store": store, "services": hub}
 
 
 def default_runtime() -> dict[str, Any]:
@@ -149,9 +152,11 @@ def default_runtime() -> dict[str, Any]:
             _default_parts = {
                 "store": SqliteRunStore(ws, owns_workspace=False),
                 "logs": WorkspaceRunLogs(ws),
+                "steps": WorkspaceSteps(ws),
             }
         parts = _default_parts
-    return {"store": parts["store"], "services": _hub_for(ws, parts["logs"])}
+    hub = _hub_for(ws, parts["logs"], parts["steps"])
+    return {"store": parts["store"], "services": hub}
 
 
 def open_workspace_manager(

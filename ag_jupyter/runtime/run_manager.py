@@ -729,6 +729,9 @@ class RunManager:
             outputs = None
         else:
             changes["status"] = RunStatus.succeeded
+        usage = self.services.steps.usage_in_memory(live.record.run_id)
+        if usage is not None:
+            meta["usage"] = usage
         if meta != live.record.meta:
             changes["meta"] = meta
         record = self._set(live, **changes)
@@ -1062,6 +1065,18 @@ class RunManager:
         return await self.services.log_buffer.read(
             run_id, offset=offset, limit=limit, search=search, levels=wanted
         )
+
+    async def steps(self, run_id: str) -> list[dict[str, Any]]:
+        """What a run did, oldest first: its ``@tool``, MCP and LLM calls, each a dict with
+        exactly ``step_id, run_id, kind, name, inputs_preview, outputs_preview,
+        started_at`` (UTC ISO string), ``duration_s`` and ``error`` (see
+        ``store/steps.py``). Kept in the workspace (after a restart too) or, for an
+        in-memory manager, in memory. An unknown run has no steps.
+
+        Raises:
+          WorkspaceError: if the workspace cannot be read.
+        """
+        return await self.services.steps.steps(run_id)
 
     async def prune(
         self,

@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 from ..errors import ServiceNotConfiguredError
+from ..store.steps import StepBook
 from .llm import EnvLLMProvider
 from .logger import RunLogBuffer, RunLoggerService
 
@@ -68,6 +69,9 @@ class ServiceHub:
       parent: the hub this one adds to (sessions build children of the manager's hub).
       log_sink: where the ``logger()`` lines of a root hub go (default: memory only; see
         :class:`~ag_jupyter.runtime.services.logger.RunLogBuffer`).
+      step_sink: where a root hub keeps runs' steps (``record_step``): a
+        :class:`~ag_jupyter.runtime.store.steps.StepBook` (memory, the default) or a
+        :class:`~ag_jupyter.runtime.store.steps.WorkspaceSteps`.
     """
 
     def __init__(
@@ -77,17 +81,20 @@ class ServiceHub:
         mcp: dict[str, Any] | None = None,
         parent: ServiceHub | None = None,
         log_sink: Any = None,
+        step_sink: Any = None,
     ) -> None:
         self._services = dict(services or {})
         self._mcp = dict(mcp or {})
         self._parent = parent
         if parent is None:
             self.log_buffer = RunLogBuffer(log_sink)
+            self.steps = step_sink if step_sink is not None else StepBook()
             self._defaults: dict[str, Any] = {"logger": RunLoggerService(self.log_buffer)}
             # Reads OPENAI_API_KEY / OPENAI_BASE_URL / AG_LLM_MODEL at context.llm() time.
             self._defaults["llm"] = EnvLLMProvider()
         else:
             self.log_buffer = parent.log_buffer
+            self.steps = parent.steps
             self._defaults = {}
 
     def child(self, services: dict[str, Any] | None = None, **kw: Any) -> ServiceHub:
@@ -142,6 +149,10 @@ class ServiceHub:
             )
         bind = getattr(client, "bind", None)
         return bind(context) if callable(bind) else client
+
+    def record_step(self, step: dict[str, Any]) -> None:
+        """Keep a step of a run (a dict from ``store.steps.make_step``); any thread."""
+        self.steps.add(step)
 
     def logs(self, run_id: str) -> list[dict[str, Any]]:
         """Recent log lines of ``run_id`` (see :class:`RunLogBuffer`)."""
