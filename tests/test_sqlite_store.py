@@ -23,6 +23,7 @@ from ag_jupyter.runtime import (
 )
 from ag_jupyter.runtime.defaults import open_workspace, workspace_runtime
 from ag_jupyter.runtime.errors import WorkspaceWriteError
+from ag_jupyter.runtime.store.codecs import LIGHT_STR_MAX
 from ag_jupyter.runtime.store.sqlite_store import FOLD_AT_ROWS, FOLD_CHUNK, SqliteRunStore
 from ag_jupyter.runtime.store.workspace import Workspace
 
@@ -340,14 +341,34 @@ async def test_concurrent_flushes_share_commits(ws: Workspace, store: SqliteRunS
         return real_commit(*args, **kwargs)
 
     ws.engine._commit = counting_commit  # type: ignore[method-assign]
+    big = "y" * (LIGHT_STR_MAX + 1)  # encoded in the writer thread: never inline
 
     async def one(i: int) -> None:
-        await store.update(record(f"r{i}", status=RunStatus.succeeded), {"i": i})
+        await store.update(record(f"r{i}", status=RunStatus.succeeded), {"i": i, "big": big})
         await store.flush()
 
     await asyncio.gather(*(one(i) for i in range(200)))
-    assert commits < 50  # group commit: far fewer commits than flushes
+    assert commits < 50  # group commit in the writer thread: far fewer commits than flushes
     assert len(await store.list(limit=500)) == 200
+    assert await store.get_outputs("r7") == {"i": 7, "big": big}
+
+
+async def test_small_flushes_commit_inline_on_the_loop_thread(
+    ws: Workspace, store: SqliteRunStore
+) -> None:
+    threads: list[int] = []
+    real_commit = ws.engine._commit
+
+    def recording_commit(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.get_ident())
+        return real_commit(*args, **kwargs)
+
+    ws.engine._commit = recording_commit  # type: ignore[method-assign]
+    for i in range(20):
+        await store.update(record(f"s{i}", status=RunStatus.succeeded), {"i": i})
+        await store.flush()
+    assert threads == [threading.get_ident()] * 20  # no thread hand-off for small batches
+    assert disk_row(ws.db_path, "s19") is not None  # committed for another connection to see
 
 
 async def test_reads_run_off_the_event_loop_thread(ws: Workspace) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -193,6 +194,197 @@ def encode_outputs(outputs: Mapping[str, Any]) -> tuple[str, bool]:
         except (_NotJSON, TypeError, ValueError, RecursionError):
             stored[str(key)] = preview(value)
     return _plain_encode(stored), False
+
+
+# ------------------------------------------------- large values, off the event loop
+#: Seconds of encoding/decoding after which a worker thread gives the GIL away.
+YIELD_EVERY_S = 0.0005
+_STR_SLICE = 1 << 18  # characters of one huge string encoded per step
+_LEAF_MAX = 256  # a container of at most this many plain scalars is encoded in one step
+_LEAF_TYPES = frozenset({int, bool, type(None)})
+
+
+class _Yielder:
+    """Gives the GIL away (``time.sleep(0)``) once ``YIELD_EVERY_S`` passed: C-level JSON
+    work on a huge value would otherwise hold it, and stall the event loop, for the whole
+    value even from another thread."""
+
+    __slots__ = ("_clock", "_deadline")
+
+    def __init__(self) -> None:
+        self._clock = time.perf_counter
+        self._deadline = self._clock() + YIELD_EVERY_S
+
+    def __call__(self) -> None:
+        if self._clock() >= self._deadline:
+            time.sleep(0)
+            self._deadline = self._clock() + YIELD_EVERY_S
+
+
+def _is_leaf(value: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> bool:
+    if len(value) > _LEAF_MAX:
+        return False
+    items = value.values() if isinstance(value, dict) else value
+    if isinstance(value, dict) and any(type(k) is not str for k in value):
+        return False
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            if len(item) > LIGHT_STR_MAX:
+                return False
+        elif kind is float:
+            if not math.isfinite(item):
+                return False
+        elif kind not in _LEAF_TYPES:
+            return False
+    return True
+
+
+_KEY_TEXT = {True: "true", False: "false", None: "null"}
+
+
+class _ChunkedEncoder:
+    """JSON text of a value in pieces, giving the GIL away between steps (see
+    :func:`encode_outputs_chunked`)."""
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+        self.exact = True
+        self.tick = _Yielder()
+
+    def value(self, value: Any, depth: int) -> None:
+        out = self.pieces
+        kind = type(value)
+        if kind is str:
+            if len(value) <= _STR_SLICE:
+                out.append(_plain_encode(value))
+            else:
+                out.append('"')
+                for start in range(0, len(value), _STR_SLICE):
+                    out.append(_plain_encode(value[start : start + _STR_SLICE])[1:-1])
+                    self.tick()
+                out.append('"')
+        elif kind in _LEAF_TYPES:
+            out.append(_plain_encode(value))
+        elif kind is float:
+            if math.isfinite(value):
+                out.append(repr(value))
+            else:
+                self.preview(value)
+        elif kind is list or kind is tuple or kind is dict:
+            if depth >= MAX_DEPTH:
+                self.preview(value)
+            elif _is_leaf(value):
+                out.append(_plain_encode(value))
+                if kind is tuple:
+                    self.exact = False
+            elif kind is dict:
+                self.mapping(value, depth)
+            else:
+                if kind is tuple:
+                    self.exact = False
+                self.sequence(value, depth)
+        else:  # subclasses and other types: the C encoder, checked by a round trip
+            try:
+                text = _strict_encode(value)
+            except (_NotJSON, TypeError, ValueError, RecursionError):
+                self.preview(value)
+                return
+            try:
+                if json.loads(text) != value:
+                    self.exact = False
+            except Exception:
+                self.exact = False
+            out.append(text)
+        self.tick()
+
+    def sequence(self, value: list[Any] | tuple[Any, ...], depth: int) -> None:
+        out = self.pieces
+        out.append("[")
+        first = True
+        for start in range(0, len(value), _LEAF_MAX):
+            block = value[start : start + _LEAF_MAX]
+            # A block of plain scalars and small plain containers: one C call.
+            if all(
+                type(item) in _LEAF_TYPES
+                or (type(item) is str and len(item) <= LIGHT_STR_MAX)
+                or (type(item) is float and math.isfinite(item))
+                or (type(item) in (list, dict) and _is_leaf(item))
+                for item in block
+            ):
+                if not first:
+                    out.append(",")
+                out.append(_plain_encode(list(block))[1:-1])
+                first = False
+            else:
+                for item in block:
+                    if not first:
+                        out.append(",")
+                    self.value(item, depth + 1)
+                    first = False
+            self.tick()
+        out.append("]")
+
+    def mapping(self, value: dict[Any, Any], depth: int) -> None:
+        out = self.pieces
+        keys: list[str] = []
+        for key in value:
+            if type(key) is str:
+                keys.append(key)
+            elif isinstance(key, bool) or key is None:
+                keys.append(_KEY_TEXT[key])
+                self.exact = False
+            elif isinstance(key, int | float):
+                keys.append(_plain_encode(key) if isinstance(key, int) else repr(key))
+                self.exact = False
+            else:  # JSON cannot have this key
+                self.preview(value)
+                return
+        out.append("{")
+        for index, (key, item) in enumerate(zip(keys, value.values(), strict=True)):
+            if index:
+                out.append(",")
+            out.append(_plain_encode(key))
+            out.append(":")
+            self.value(item, depth + 1)
+        out.append("}")
+
+    def preview(self, value: Any) -> None:
+        self.exact = False
+        self.pieces.append(_plain_encode(preview(value)))
+
+
+def encode_outputs_chunked(outputs: Mapping[str, Any]) -> tuple[list[str], bool]:
+    """What :func:`encode_outputs` gives (as a list of text pieces), for values of any size:
+    encoded in small steps that give the GIL away every ``YIELD_EVERY_S`` seconds, so the
+    event loop thread never waits long for it. Call it from a worker thread. Exactness is
+    worked out while encoding (tuples, non-str keys and previews make it inexact), without
+    decoding the text again. Never raises for odd values."""
+    encoder = _ChunkedEncoder()
+    encoder.mapping(dict(outputs), 0)
+    return encoder.pieces, encoder.exact
+
+
+def loads_yielding(text: str | bytes) -> Any:
+    """``json.loads(text)`` that gives the GIL away every ``YIELD_EVERY_S`` seconds (through
+    the decoder's hooks), for large texts read in a worker thread."""
+    if len(text) <= 1 << 20:
+        return json.loads(text)
+    tick = _Yielder()
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        tick()
+        return dict(items)
+
+    def integer(digits: str) -> int:
+        tick()
+        return int(digits)
+
+    def real(digits: str) -> float:
+        tick()
+        return float(digits)
+
+    return json.loads(text, object_pairs_hook=pairs, parse_int=integer, parse_float=real)
 
 
 # ------------------------------------------------------------------ free text, ids

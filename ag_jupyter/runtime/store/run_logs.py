@@ -193,7 +193,9 @@ class WorkspaceRunLogs:
     def prepare(self, batch: list[tuple[Any, ...]]) -> None:
         return None
 
-    def write(self, conn: sqlite3.Connection, batch: list[tuple[Any, ...]], urgent: bool) -> None:
+    def write(
+        self, conn: sqlite3.Connection, batch: list[tuple[Any, ...]], urgent: bool, careful: bool
+    ) -> None:
         conn.executemany(
             "INSERT INTO run_logs (run_id, session_id, at, level, message, traceback) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -286,4 +288,3 @@ class WorkspaceRunLogs:
             skip = max(0, offset - total)
             lines.extend(extra[skip : skip + limit - len(lines)])
         return {"lines": lines, "total": total + len(extra)}
-

@@ -41,7 +41,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -52,13 +52,16 @@ from .codecs import (
     db_text,
     dumps_lenient,
     encode_outputs,
+    encode_outputs_chunked,
     is_light,
     iso_utc,
+    loads_yielding,
     text_from_db,
 )
 from .run_store import check_paging, status_set
 from .schema import Migration, SchemaComponent
 from .workspace import Workspace
+from .writer import is_environment_error
 
 log = logging.getLogger("ag_jupyter.workspace")
 
@@ -68,12 +71,14 @@ DEFAULT_CACHE_SIZE = 256
 DEFAULT_OBJECT_CACHE_BYTES = 256 << 20
 #: Outputs or inputs whose JSON is longer than this (bytes) are stored as blob files.
 BLOB_THRESHOLD = 1 << 20
-#: Journaled rows are folded into ``runs`` once there are this many, even under load...
-FOLD_AT_ROWS = 20_000
+#: Journaled rows are folded into ``runs`` once there are this many, even under load (the
+#: journal has no index but its key: appending stays cheap, reads scan it)...
+FOLD_AT_ROWS = 8_192
 #: ...else once no commit happened for this many seconds...
 FOLD_IDLE_S = 0.1
-#: ...in transactions of at most this many journal rows.
-FOLD_CHUNK = 2_000
+#: ...in transactions of at most this many journal rows (~4 ms each here), so an inline
+#: commit waits for one chunk at most.
+FOLD_CHUNK = 1_024
 #: After a failed fold, wait this long before trying again (seconds).
 _FOLD_RETRY_S = 5.0
 #: Longest traceback text kept on a record (characters); longer ones keep head and tail.
@@ -134,12 +139,10 @@ _RUNS_V2 = (
         for table in ("runs", "run_journal")
         for name, decl in _EXTRA_COLUMNS
     ),
-    "CREATE INDEX IF NOT EXISTS run_journal_run ON run_journal (run_id, rev)",
     # Listing pages by (created_at, run_id): an index that gives that order.
     "DROP INDEX IF EXISTS runs_created",
     "CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at, run_id)",
-    "CREATE INDEX IF NOT EXISTS runs_finished ON runs (finished_at) "
-    "WHERE finished_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS runs_finished ON runs (finished_at) WHERE finished_at IS NOT NULL",
 )
 
 RUN_COLUMNS = (
@@ -280,7 +283,7 @@ def clip_traceback(text: str) -> tuple[str, bool]:
 def approx_size(value: Any, *, limit: int = 100_000) -> int:
     """Roughly how many bytes ``value`` holds (``sys.getsizeof`` summed over containers,
     at most ``limit`` objects visited; objects such as DataFrames and arrays report their
-    buffers through ``__sizeof__``)."""
+    buffers through ``__sizeof__``). Gives the GIL away as it goes (writer thread)."""
     total = 0
     seen: set[int] = set()
     stack = [value]
@@ -291,6 +294,8 @@ def approx_size(value: Any, *, limit: int = 100_000) -> int:
             continue
         seen.add(id(item))
         visited += 1
+        if visited % 2048 == 0:
+            time.sleep(0)
         try:
             total += sys.getsizeof(item)
         except Exception:
@@ -541,36 +546,51 @@ class SqliteRunStore:
 
     def prepare(self, batch: dict[str, _Pending]) -> None:
         """Encode large inputs/outputs and move the biggest to blob files (writer thread,
-        no lock held)."""
+        no lock held), in steps that give the GIL away, so the event loop never stalls on
+        them (``codecs.encode_outputs_chunked``)."""
         for pending in batch.values():
             if not pending.heavy:
                 continue
             if pending.outputs is not None and pending.outputs_json is None:
-                text, exact = encode_outputs(pending.outputs)
+                pieces, exact = encode_outputs_chunked(pending.outputs)
                 pending.exact = exact
-                run_id = pending.record.run_id
-                size = len(text) if exact else approx_size(pending.outputs)
                 if pending.record.status in TERMINAL_STATUSES:
-                    self.outputs_cache.put(run_id, pending.outputs, size, exact)
-                pending.outputs_json, pending.outputs_ref = self._maybe_blob(text)
+                    size = sum(map(len, pieces)) if exact else approx_size(pending.outputs)
+                    self.outputs_cache.put(pending.record.run_id, pending.outputs, size, exact)
+                pending.outputs_json, pending.outputs_ref = self._maybe_blob(pieces)
             if pending.inputs is not None and pending.inputs_json is None:
-                text, _ = encode_outputs(pending.inputs)
-                pending.inputs_json, pending.inputs_ref = self._maybe_blob(text)
+                pieces, _ = encode_outputs_chunked(pending.inputs)
+                pending.inputs_json, pending.inputs_ref = self._maybe_blob(pieces)
 
-    def _maybe_blob(self, text: str) -> tuple[str | None, str | None]:
-        if len(text) <= BLOB_THRESHOLD:
-            return text, None
+    def _maybe_blob(self, pieces: list[str]) -> tuple[str | None, str | None]:
+        """The JSON text to store in the row, or (None, digest) of a blob holding it."""
+        if sum(map(len, pieces)) <= BLOB_THRESHOLD:
+            return "".join(pieces), None
+
+        def chunks() -> Iterator[bytes]:
+            batch: list[str] = []
+            size = 0
+            for piece in pieces:  # JSON text here is ASCII (\u escapes)
+                batch.append(piece)
+                size += len(piece)
+                if size >= 1 << 20:
+                    yield "".join(batch).encode("ascii")
+                    time.sleep(0)  # give the GIL away between megabytes
+                    batch, size = [], 0
+            if batch:
+                yield "".join(batch).encode("ascii")
+
         try:
-            return None, self._blobs.put_bytes(text.encode("utf-8"))
-        except (OSError, BlobError) as exc:  # keep a preview rather than lose the row
+            digest, _ = self._blobs.put_chunks(chunks())
+            return None, digest
+        except (OSError, BlobError) as exc:  # keep a marker rather than lose the row
             log.warning(
                 "workspace %s: a large value could not be saved as a blob: %s",
                 self.workspace.path,
                 exc,
             )
-            return json.dumps(
-                {"__repr__": text[:1000], "__type__": "str", "__store_error__": str(exc)}
-            ), None
+            marker = {"__repr__": "".join(pieces)[:1000], "__store_error__": str(exc)}
+            return json.dumps(marker), None
 
     def _row(self, pending: _Pending, owner: str) -> tuple[Any, ...]:
         record = pending.record
@@ -578,15 +598,15 @@ class SqliteRunStore:
         return (
             record.run_id,
             record.graph_id,
-            record.status.value,
+            record.status,  # str enums bind as their text
             iso_utc(record.created_at),
             _opt_iso(record.started_at),
             _opt_iso(record.finished_at),
             record.session_id,
             record.parent_run_id,
-            record.origin.value,
-            record.visibility.value,
-            record.importance.value,
+            record.origin,
+            record.visibility,
+            record.importance,
             record.agent_id,
             record.app_id,
             db_text(record.error),
@@ -622,34 +642,29 @@ class SqliteRunStore:
             clone.exact = False
         return self._row(clone, owner)
 
-    def write(self, conn: sqlite3.Connection, batch: dict[str, _Pending], urgent: bool) -> None:
+    def write(
+        self, conn: sqlite3.Connection, batch: dict[str, _Pending], urgent: bool, careful: bool
+    ) -> None:
         """Write ``batch`` inside the committer's transaction: appended to ``run_journal``
-        when someone awaits it (``urgent``), else upserted into ``runs``. A row SQLite
-        refuses is retried alone and, failing again, stored with a marker; it never
-        fails the batch."""
+        when someone awaits it (``urgent``), else upserted into ``runs``. ``careful`` (after
+        a first attempt raised): row by row, and a row SQLite still refuses is stored with
+        a marker of what was dropped, so it never fails the batch."""
         owner = self.workspace.owner_token
         sql = JOURNAL_RUN_SQL if urgent else UPSERT_RUN_SQL
-        rows = [self._row(p, owner) for p in batch.values()]
-        conn.execute("SAVEPOINT batch")
-        try:
-            conn.executemany(sql, rows)
-        except Exception as exc:
-            from .writer import is_environment_error
-
-            if is_environment_error(exc):
-                raise
-            conn.execute("ROLLBACK TO batch")
-            for pending, row in zip(batch.values(), rows, strict=True):
-                try:
-                    conn.execute(sql, row)
-                except Exception as row_exc:
-                    if is_environment_error(row_exc):
-                        raise
-                    log.warning(
-                        "run %s: record stored with a marker: %s", pending.record.run_id, row_exc
-                    )
-                    conn.execute(sql, self._safe_row(pending, owner, row_exc))
-        conn.execute("RELEASE batch")
+        if not careful:
+            conn.executemany(sql, [self._row(p, owner) for p in batch.values()])
+            return
+        for pending in batch.values():
+            conn.execute("SAVEPOINT run_row")
+            try:
+                conn.execute(sql, self._row(pending, owner))
+            except Exception as exc:
+                if is_environment_error(exc):
+                    raise
+                conn.execute("ROLLBACK TO run_row")
+                log.warning("run %s: record stored with a marker: %s", pending.record.run_id, exc)
+                conn.execute(sql, self._safe_row(pending, owner, exc))
+            conn.execute("RELEASE run_row")
 
     def committed_locked(self, batch: dict[str, _Pending], urgent: bool) -> None:
         """Note a committed batch (workspace lock held)."""
@@ -760,8 +775,8 @@ class SqliteRunStore:
 
     def _load_json(self, text: str | None, ref: str | None) -> Any:
         if ref is not None:
-            return json.loads(self._blobs.read(ref).decode("utf-8"))
-        return None if text is None else json.loads(text)
+            return loads_yielding(self._blobs.read(ref))
+        return None if text is None else loads_yielding(text)
 
     async def _fetch_column(self, run_id: str, which: str) -> tuple[Any, bool | None]:
         ref = f"{which}_ref"
@@ -903,9 +918,9 @@ class SqliteRunStore:
         sql = (
             f"SELECT {RUN_COLUMNS} FROM runs WHERE {runs_where} AND NOT EXISTS "
             "(SELECT 1 FROM run_journal WHERE run_journal.run_id = runs.run_id) "
-            f"UNION ALL SELECT {', '.join('j.' + c.strip() for c in RUN_COLUMNS.split(','))} "
-            f"FROM run_journal j WHERE {j_where} AND j.seq = (SELECT seq FROM run_journal k "
-            "WHERE k.run_id = j.run_id ORDER BY k.rev DESC, k.seq DESC LIMIT 1) "
+            f"UNION ALL SELECT {RUN_COLUMNS} FROM (SELECT *, row_number() OVER "
+            "(PARTITION BY run_id ORDER BY rev DESC, seq DESC) AS latest FROM run_journal) "
+            f"AS j WHERE latest = 1 AND {j_where} "
             "ORDER BY 4 DESC, 1 DESC LIMIT ? OFFSET ?"
         )
         extra = len(overlay)

@@ -262,7 +262,9 @@ class WorkspaceSteps(StepBook):
     def prepare(self, batch: list[tuple[Any, ...]]) -> None:
         return None
 
-    def write(self, conn: sqlite3.Connection, batch: list[tuple[Any, ...]], urgent: bool) -> None:
+    def write(
+        self, conn: sqlite3.Connection, batch: list[tuple[Any, ...]], urgent: bool, careful: bool
+    ) -> None:
         conn.executemany(
             "INSERT INTO run_steps (step_id, run_id, kind, name, inputs_preview, "
             "outputs_preview, started_at, duration_s, error, extra) "

@@ -171,6 +171,7 @@ class Workspace:
     ) -> None:
         self.path = resolve_workspace_path(path)
         self.db_path = self.path / DB_FILENAME
+        self._db_path_text = str(self.db_path)
         self.artifacts_path = self.path / ARTIFACTS_DIRNAME
         self.blobs_path = self.path / BLOBS_DIRNAME
         self.busy_timeout_s = float(busy_timeout_s)
@@ -328,7 +329,7 @@ class Workspace:
 
     def _check_folder(self) -> None:
         try:
-            info = os.stat(self.db_path)
+            info = os.stat(self._db_path_text)
         except FileNotFoundError:
             raise FolderGoneError(f"{str(self.db_path)!r} no longer exists") from None
         except OSError:

@@ -113,8 +113,10 @@ class BatchSource(Protocol):
         """Do the slow work of ``payload`` before its transaction (encode large values,
         write blob files). Writer thread only."""
 
-    def write(self, conn: sqlite3.Connection, payload: Any, urgent: bool) -> None:
-        """Write ``payload`` inside the batch's transaction (``urgent``: someone waits)."""
+    def write(self, conn: sqlite3.Connection, payload: Any, urgent: bool, careful: bool) -> None:
+        """Write ``payload`` inside the batch's transaction (``urgent``: someone waits).
+        ``careful``: a first attempt raised; write row by row so that one bad row never
+        fails the batch (it is stored with a marker of what was dropped)."""
 
     def committed_locked(self, payload: Any, urgent: bool) -> None:
         """``payload`` is committed."""
@@ -237,8 +239,6 @@ class WriteEngine:
         self.peak_wal_bytes = 0
         self.inline_commits = 0
         self.thread_commits = 0
-        #: Yield once before an inline commit so concurrent flushes share it.
-        self.coalesce = True
         self._thread = threading.Thread(
             target=self._main, name=f"ag-ws-writer:{label}", daemon=True
         )
@@ -303,6 +303,7 @@ class WriteEngine:
             run records are kept and retried until they land.
           WorkspaceClosedError: if the workspace was closed with writes still unsaved.
         """
+        payloads = None
         with self.lock:
             if self._done_seq >= self._seq:
                 return
@@ -310,19 +311,20 @@ class WriteEngine:
                 raise WorkspaceClosedError(
                     f"the workspace {self.label!r} is closed with unsaved writes"
                 )
-            target = self._seq
-            inline = not self._ops and not self._closing and self._inline_ok_locked()
-        if inline and self.coalesce:
-            # Let the other tasks that are ready queue their changes too: one commit then
-            # serves every flush of this loop iteration (group commit, inline).
-            await asyncio.sleep(0)
-            with self.lock:
-                if self._done_seq >= target:
-                    return
-                inline = not self._ops and not self._closing and self._inline_ok_locked()
-        if inline and self._conn_lock.acquire(blocking=False):
+            # Inline: take the batch with the connection held, so no other committer can
+            # slip an older change in between (a non-blocking acquire: no lock-order wait).
+            if (
+                not self._ops
+                and not self._closing
+                and self._inline_ok_locked()
+                and self._conn_lock.acquire(blocking=False)
+            ):
+                batch_seq = self._seq
+                payloads = [(s, p) for s in self._sources if (p := s.take_locked()) is not None]
+                self._first_pending_at = None
+        if payloads is not None:
             try:
-                outcome = self._commit_inline()
+                outcome = self._commit_inline(payloads, batch_seq)
             finally:
                 self._conn_lock.release()
             if outcome is None:
@@ -345,20 +347,17 @@ class WriteEngine:
         await future
 
     def _inline_ok_locked(self) -> bool:
-        return all(source.inline_ok_locked() for source in self._sources)
+        for source in self._sources:
+            if not source.inline_ok_locked():
+                return False
+        return True
 
-    def _commit_inline(self) -> Any:
-        """Commit everything queued on this thread (connection lock held).
+    def _commit_inline(self, payloads: list[tuple[BatchSource, Any]], batch_seq: int) -> Any:
+        """Commit a batch taken by :meth:`flush` on this thread (connection held).
 
         Returns None once committed, a ``WorkspaceWriteError`` if the commit failed, or
         ``_BUSY`` when the batch must go to the writer thread instead.
         """
-        with self.lock:
-            if self._ops or self._closing or not self._inline_ok_locked():
-                return _BUSY
-            batch_seq = self._seq
-            payloads = [(s, p) for s in self._sources if (p := s.take_locked()) is not None]
-            self._first_pending_at = None
         error = self._commit(payloads, [], urgent=True, inline=True)
         if error is _BUSY:
             with self.lock:
@@ -453,8 +452,18 @@ class WriteEngine:
         try:
             self._begin(conn, inline)
             try:
-                for source, payload in payloads:
-                    source.write(conn, payload, urgent)
+                try:
+                    for source, payload in payloads:
+                        source.write(conn, payload, urgent, False)
+                except Exception as exc:
+                    if is_environment_error(exc):
+                        raise
+                    # A row was refused: redo the batch carefully (row by row, under
+                    # savepoints), so the fast path never pays for them.
+                    conn.execute("ROLLBACK")
+                    self._begin(conn, inline)
+                    for source, payload in payloads:
+                        source.write(conn, payload, urgent, True)
                 for op in ops:
                     conn.execute("SAVEPOINT op")
                     try:
