@@ -4,6 +4,13 @@ ad-hoc sessions and services. Imports nothing from IPython or ipywidgets."""
 from .errors import (
     DuplicateRunIdError,
     GraphNotFoundError,
+    MCPConfigError,
+    MCPConnectionError,
+    MCPError,
+    MCPRequestError,
+    MCPServerStartError,
+    MCPTimeoutError,
+    MCPToolError,
     RunInputError,
     RunNotFoundError,
     ServiceNotConfiguredError,
@@ -30,6 +37,14 @@ from .run_manager import (
 )
 from .run_store import InMemoryRunStore, RunStore
 from .services import ServiceHub, register_context_service, register_mcp_client
+from .services.mcp import (
+    close_all_mcp_clients,
+    close_all_mcp_clients_soon,
+    configure_mcp_servers,
+    get_mcp_service,
+    list_mcp_clients,
+    set_mcp_service,
+)
 from .session import build_adhoc_context, open_session
 from .sqlite_store import SqliteRunStore
 from .workspace import Workspace, WorkspaceError, open_workspace, workspace_runtime
@@ -42,6 +57,13 @@ __all__ = [
     "GraphRegistry",
     "GraphSpec",
     "InMemoryRunStore",
+    "MCPConfigError",
+    "MCPConnectionError",
+    "MCPError",
+    "MCPRequestError",
+    "MCPServerStartError",
+    "MCPTimeoutError",
+    "MCPToolError",
     "NodeContext",
     "RunEvent",
     "RunImportance",
@@ -61,15 +83,21 @@ __all__ = [
     "Workspace",
     "WorkspaceError",
     "build_adhoc_context",
+    "close_all_mcp_clients",
+    "close_all_mcp_clients_soon",
+    "configure_mcp_servers",
     "current_run_managers",
     "default_registry",
+    "get_mcp_service",
     "get_run_manager",
     "graph_fn",
+    "list_mcp_clients",
     "open_session",
     "open_workspace",
     "open_workspace_manager",
     "register_context_service",
     "register_mcp_client",
+    "set_mcp_service",
     "set_run_manager_factory",
     "workspace_runtime",
 ]
