@@ -587,6 +587,41 @@ def test_script_ending_with_an_open_client_closes_it_quietly(tmp_path):
     assert asyncio.run(_gone(server_pid, 5))
 
 
+def test_one_client_used_by_two_asyncio_runs_starts_a_server_on_each_loop(tmp_path):
+    script = tmp_path / "two_runs.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio
+        from ag_jupyter.services.mcp import StdioMCPClient
+        client = StdioMCPClient({TIME_CMD!r})
+
+        async def main():
+            await client.call("get_current_time", {{"timezone": "UTC"}})
+            print(client.pid, flush=True)
+
+        asyncio.run(main())
+        asyncio.run(main())
+        print(client.starts, client.is_open, flush=True)
+    """))
+    done = subprocess.run([sys.executable, "-X", "dev", str(script)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    first, second, summary = done.stdout.splitlines()
+    assert first != second and summary == "2 False"
+    assert "Traceback" not in done.stderr and "Task was destroyed" not in done.stderr
+    assert not psutil.pid_exists(int(first)) or psutil.Process(int(first)).status() == "zombie"
+
+
+async def test_closing_during_a_call_fails_that_call_without_restarting(demo_cmd):
+    client = StdioMCPClient(demo_cmd, name="demo")
+    await client.open()
+    call = asyncio.ensure_future(client.call("slow", {"seconds": 5}))
+    await asyncio.sleep(0.3)
+    await client.aclose()
+    with pytest.raises(MCPConnectionError, match="demo/slow: the client was closed"):
+        await call
+    assert client.starts == 1 and not client.is_open
+
+
 # -------------------------------------------------------- configuration, registry
 async def test_configure_mcp_servers_validates_registers_and_replaces(demo_cmd):
     for bad, message in [

@@ -628,6 +628,8 @@ class _MCPClientBase:
                 result = await send(client)
             except sdk_error as exc:
                 code = getattr(exc, "code", None)
+                if code == _CONNECTION_CLOSED and conn.stopping:
+                    raise self._closed_during(server, method, tool) from None
                 # "Connection closed" is the SDK's own answer to waiters when the transport
                 # ends (EOF, or an HTTP transport torn down by an error before EOF is seen).
                 if code == _CONNECTION_CLOSED and (
@@ -641,6 +643,8 @@ class _MCPClientBase:
                     raise self._timeout_error(server, method, tool, timeout_s) from None
                 raise await self._request_error(exc, server, method, tool) from None
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                if conn.stopping:
+                    raise self._closed_during(server, method, tool) from None
                 conn.mark_ended()
                 if attempt == 0:
                     self._note_restart(conn, server)
@@ -653,6 +657,14 @@ class _MCPClientBase:
         conn.mark_ended()
         logger.warning("MCP server %r closed the connection during a request; restarting it "
                        "and sending the request once more", server)
+
+    def _closed_during(self, server: str, method: str, tool: str | None) -> MCPConnectionError:
+        what = f"tool {server}/{tool}" if tool else f"{method} on MCP server {server!r}"
+        return MCPConnectionError(
+            f"{what}: the client was closed (aclose(), or close_all_mcp_clients()) while the "
+            "request was in flight; it was not sent again. Call it again to start the server.",
+            server=server, tool=tool,
+        )
 
     def _died_again(self, server: str, method: str, tool: str | None) -> MCPConnectionError:
         what = f"tool {server}/{tool}" if tool else f"{method} on MCP server {server!r}"
@@ -1168,6 +1180,33 @@ class BoundMCPClient:
         """See :meth:`StdioMCPClient.list_tools`."""
         return await self._client._request(
             "tools/list", lambda c: c.list_tools(cursor=cursor), server=self.server)
+
+    async def list_resources(self, *, cursor: str | None = None) -> dict[str, Any]:
+        """See :meth:`StdioMCPClient.list_resources`."""
+        return await self._client._request(
+            "resources/list", lambda c: c.list_resources(cursor=cursor), server=self.server)
+
+    async def read_resource(self, uri: str) -> dict[str, Any]:
+        """See :meth:`StdioMCPClient.read_resource`."""
+        return await self._client._request(
+            "resources/read", lambda c: c.read_resource(uri), server=self.server)
+
+    async def list_resource_templates(self, *, cursor: str | None = None) -> dict[str, Any]:
+        """See :meth:`StdioMCPClient.list_resource_templates`."""
+        return await self._client._request(
+            "resources/templates/list", lambda c: c.list_resource_templates(cursor=cursor),
+            server=self.server)
+
+    async def list_prompts(self, *, cursor: str | None = None) -> dict[str, Any]:
+        """See :meth:`StdioMCPClient.list_prompts`."""
+        return await self._client._request(
+            "prompts/list", lambda c: c.list_prompts(cursor=cursor), server=self.server)
+
+    async def get_prompt(self, name: str, arguments: dict[str, str] | None = None
+                         ) -> dict[str, Any]:
+        """See :meth:`StdioMCPClient.get_prompt`."""
+        return await self._client._request(
+            "prompts/get", lambda c: c.get_prompt(name, arguments), server=self.server)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
