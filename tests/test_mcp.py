@@ -587,6 +587,42 @@ def test_script_ending_with_an_open_client_closes_it_quietly(tmp_path):
     assert asyncio.run(_gone(server_pid, 5))
 
 
+@pytest.mark.kernel
+@pytest.mark.parametrize("how", ["shutdown", "kill"])
+def test_no_server_outlives_its_kernel(how, tmp_path):
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+        msg_id = kc.execute(textwrap.dedent(f"""
+            from ag_jupyter import open_session
+            from ag_jupyter.runtime import register_mcp_client
+            from ag_jupyter.services.mcp import StdioMCPClient
+            client = StdioMCPClient({TIME_CMD!r})
+            register_mcp_client("time", client)
+            async with open_session() as context:
+                result = await context.mcp("time").call("get_current_time", {{"timezone": "UTC"}})
+            server_pid = client.pid
+        """))
+        deadline = time.monotonic() + 60
+        while True:
+            reply = kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        assert reply["content"]["status"] == "ok", reply["content"]
+        msg_id = kc.execute("", user_expressions={"v": "server_pid"})
+        while True:
+            reply = kc.get_shell_msg(timeout=30)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        server_pid = int(reply["content"]["user_expressions"]["v"]["data"]["text/plain"])
+        assert psutil.pid_exists(server_pid)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=(how == "kill"))
+    assert asyncio.run(_gone(server_pid, 10)), f"the MCP server outlived its kernel ({how})"
+
+
 def test_one_client_used_by_two_asyncio_runs_starts_a_server_on_each_loop(tmp_path):
     script = tmp_path / "two_runs.py"
     script.write_text(textwrap.dedent(f"""
