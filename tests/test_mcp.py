@@ -336,16 +336,20 @@ async def test_server_killed_mid_run_is_restarted_by_the_next_call(steps):
     assert [s["error"] for _, s in steps] == [None, None]
 
 
-async def test_call_in_flight_when_the_server_dies_is_sent_again_to_a_new_server(demo_cmd):
+async def test_calls_in_flight_when_the_server_dies_are_sent_again_to_one_new_server(
+    demo_cmd, caplog
+):
     client = StdioMCPClient(demo_cmd)
     await client.open()
     first_pid = client.pid
-    call = asyncio.ensure_future(client.call("slow", {"seconds": 1.0}))
+    calls = [asyncio.ensure_future(client.call("slow", {"seconds": 1.0})) for _ in range(10)]
     await asyncio.sleep(0.3)
     os.kill(first_pid, signal.SIGKILL)
-    result = await asyncio.wait_for(call, 30)
-    assert result["structuredContent"] == {"result": "done"}
+    results = await asyncio.wait_for(asyncio.gather(*calls), 30)
+    assert [r["structuredContent"] for r in results] == [{"result": "done"}] * 10
     assert client.starts == 2 and client.pid != first_pid
+    restarts = [r for r in caplog.records if "restarting it" in r.getMessage()]
+    assert len(restarts) == 1 and restarts[0].levelno == logging.WARNING
     await client.aclose()
 
 

@@ -300,6 +300,11 @@ class _StderrTail(asyncio.Protocol):
         self._secrets = secrets
         self._buf = bytearray()
         self.closed = asyncio.Event()
+        self.transport: asyncio.BaseTransport | None = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
@@ -373,7 +378,7 @@ class _Connection:
     """One started server: its owner task, the connected ``mcp.Client`` and its state."""
 
     __slots__ = ("client", "ended", "errlog", "finished", "loop", "pid", "pipe_inode", "ready",
-                 "start_timer", "stderr", "stopping", "task", "wake")
+                 "restart_noted", "start_timer", "stderr", "stopping", "task", "wake")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -391,6 +396,7 @@ class _Connection:
         self.ended = False  # the transport ended: the server exited or the connection broke
         self.stopping = False  # aclose() asked the owner task to stop
         self.finished = False  # the owner task is done; nothing of it is left running
+        self.restart_noted = False  # logged once, however many requests were in flight
 
     @property
     def usable(self) -> bool:
@@ -518,7 +524,7 @@ class _MCPClientBase:
                 while not (conn.stopping or conn.ended):
                     await conn.wake.wait()
                     conn.wake.clear()
-                if conn.ended and not conn.stopping:
+                if conn.ended and not (conn.stopping or conn.restart_noted):
                     logger.warning("MCP server %r ended (its process exited or the connection "
                                    "closed); the next request restarts it", self._label())
         except ImportError as exc:
@@ -537,6 +543,8 @@ class _MCPClientBase:
         finally:
             if conn.start_timer is not None:
                 conn.start_timer.cancel()
+            if conn.stderr is not None:
+                conn.stderr.close()
             conn.ended = conn.finished = True
             conn.client = None
             if not conn.ready.done():  # cancelled (the loop is ending) or KeyboardInterrupt
@@ -655,6 +663,9 @@ class _MCPClientBase:
 
     def _note_restart(self, conn: _Connection, server: str) -> None:
         conn.mark_ended()
+        if conn.restart_noted:
+            return
+        conn.restart_noted = True
         logger.warning("MCP server %r closed the connection during a request; restarting it "
                        "and sending the request once more", server)
 
@@ -925,10 +936,10 @@ class StdioMCPClient(_MCPClientBase):
         read_file = os.fdopen(read_fd, "rb", buffering=0)
         conn.stderr = _StderrTail(self._label(), self._secrets)
         conn.pipe_inode = os.fstat(read_fd).st_ino
-        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+        # Closed by the owner task at its very end, after the last bytes were read.
+        conn.stderr.transport, _ = await asyncio.get_running_loop().connect_read_pipe(
             lambda: conn.stderr, read_file
         )
-        stack.callback(transport.close)
         return write_file
 
     async def _after_spawn(self, conn: _Connection) -> None:
