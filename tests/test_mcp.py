@@ -261,10 +261,10 @@ async def test_time_server_in_a_graph_run_lists_tools_and_calls_with_a_timezone(
     assert result["content"][0]["type"] == "text" and "Asia/Tokyo" in result["content"][0]["text"]
     # The call is a step of the run that made it (list_tools is not a tool call).
     [(step_run, step)] = steps
-    assert step_run == run_id
+    assert step_run == run_id == step["run_id"]
     assert step["kind"] == "mcp" and step["name"] == "time/get_current_time"
-    assert step["inputs"] == '{"timezone": "Asia/Tokyo"}'
-    assert "Asia/Tokyo" in step["outputs"] and step["error"] is None
+    assert step["inputs_preview"] == '{"timezone": "Asia/Tokyo"}'
+    assert "Asia/Tokyo" in step["outputs_preview"] and step["error"] is None
     assert step["started_at"].endswith("+00:00") and 0 < step["duration_s"] < 60
 
 
@@ -280,7 +280,7 @@ async def test_bad_timezone_raises_tool_error_naming_server_and_tool(steps):
     assert isinstance(exc, MCPError) and isinstance(exc, RuntimeError)
     [(_, step)] = steps
     assert step["error"].startswith("MCPToolError: MCP tool time/get_current_time failed")
-    assert "Mars/Olympus" in step["outputs"]
+    assert "Mars/Olympus" in step["outputs_preview"]
 
 
 async def test_unknown_tool_is_the_servers_error_translated_with_its_tools():
@@ -520,7 +520,7 @@ async def test_env_and_header_secrets_never_reach_steps_logs_reprs_or_errors(
     texts += [repr(step) for _, step in steps]
     texts += [r.getMessage() for r in caplog.records if r.name.startswith("ag_jupyter")]
     texts += [str(line) for line in context.services.log_buffer.lines()]
-    assert len(steps) == 5 and any("***" in (s["outputs"] or "") for _, s in steps)
+    assert len(steps) == 5 and any("***" in (s["outputs_preview"] or "") for _, s in steps)
     leaked = [t for t in texts if any(s in t for s in secrets)]
     assert leaked == []
     with pytest.raises(MCPConfigError) as config_error:

@@ -98,7 +98,7 @@ _CONNECTION_CLOSED = -32000
 _REQUEST_TIMEOUT = -32001
 _METHOD_NOT_FOUND = -32601
 _INVALID_PARAMS = -32602
-_PREVIEW_CHARS = 500  # inputs/outputs previews in step records
+_PREVIEW_CHARS = 2000  # inputs/outputs previews in step records (the steps table's limit)
 _STDERR_TAIL_BYTES = 8192
 _STDERR_TAIL_LINES = 20
 _SECRET_MIN_CHARS = 6  # shorter env/header values ("1", "true") are not masked in output
@@ -188,7 +188,7 @@ def _preview(value: Any, secrets: Iterable[str]) -> str | None:
     except (TypeError, ValueError):
         text = repr(value)
     text = _redact(text, secrets)
-    return text if len(text) <= _PREVIEW_CHARS else text[: _PREVIEW_CHARS - 1] + "…"
+    return text if len(text) <= _PREVIEW_CHARS else text[: _PREVIEW_CHARS - 3] + "..."
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -1123,10 +1123,11 @@ def record_step(context: Any, step: dict[str, Any]) -> None:
     """Record one step of ``context``'s run (for now: a DEBUG line on the run's logger).
 
     The one place where MCP tool calls leave the client: point it at the run's steps table
-    (``manager.steps(run_id)``) when that exists. ``step`` has ``kind`` ("mcp"), ``name``
-    ("server/tool"), ``inputs`` and ``outputs`` (JSON previews, at most 500 characters,
-    secrets masked, or None), ``started_at`` (UTC ISO 8601), ``duration_s`` (float seconds)
-    and ``error`` ("ExcType: message" or None).
+    (``manager.steps(run_id)``) when that exists. ``step`` has the steps table's keys but
+    ``step_id``: ``run_id``, ``kind`` ("mcp"), ``name`` ("server/tool"), ``inputs_preview``
+    and ``outputs_preview`` (JSON text, at most 2,000 characters, secrets masked, or None),
+    ``started_at`` (UTC ISO 8601), ``duration_s`` (float seconds) and ``error``
+    ("ExcType: message" or None).
     """
     context.logger().debug("step %s", json.dumps(step, ensure_ascii=False))
 
@@ -1149,10 +1150,11 @@ async def _tool_step(
         raise
     finally:
         step = {
+            "run_id": getattr(context, "run_id", None),
             "kind": "mcp",
             "name": f"{server}/{tool}",
-            "inputs": _preview(params if params is not None else {}, secrets),
-            "outputs": _preview(outcome.outputs, secrets),
+            "inputs_preview": _preview(params if params is not None else {}, secrets),
+            "outputs_preview": _preview(outcome.outputs, secrets),
             "started_at": started_at.isoformat(),
             "duration_s": time.perf_counter() - t0,
             "error": error,
