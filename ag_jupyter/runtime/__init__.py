@@ -26,6 +26,13 @@ from .errors import (
     ArtifactNotFoundError,
     DuplicateRunIdError,
     GraphNotFoundError,
+    MCPConfigError,
+    MCPConnectionError,
+    MCPError,
+    MCPRequestError,
+    MCPServerStartError,
+    MCPTimeoutError,
+    MCPToolError,
     RunInputError,
     RunNotFoundError,
     ServiceNotConfiguredError,
@@ -47,6 +54,14 @@ from .models import (
 from .node_context import NodeContext, RunnerFacade
 from .run_manager import RunEvent, RunManager, RunWatch
 from .services import ServiceHub, register_context_service, register_mcp_client
+from .services.mcp import (
+    close_all_mcp_clients,
+    close_all_mcp_clients_soon,
+    configure_mcp_servers,
+    get_mcp_service,
+    list_mcp_clients,
+    set_mcp_service,
+)
 from .session import build_adhoc_context, open_session
 from .store import InMemoryRunStore, RunStore, SqliteRunStore, Workspace
 
@@ -60,6 +75,13 @@ __all__ = [
     "GraphRegistry",
     "GraphSpec",
     "InMemoryRunStore",
+    "MCPConfigError",
+    "MCPConnectionError",
+    "MCPError",
+    "MCPRequestError",
+    "MCPServerStartError",
+    "MCPTimeoutError",
+    "MCPToolError",
     "NodeContext",
     "RunEvent",
     "RunImportance",
@@ -82,16 +104,22 @@ __all__ = [
     "WorkspaceError",
     "WorkspaceWriteError",
     "build_adhoc_context",
+    "close_all_mcp_clients",
+    "close_all_mcp_clients_soon",
+    "configure_mcp_servers",
     "current_run_managers",
     "default_registry",
     "default_workspace",
+    "get_mcp_service",
     "get_run_manager",
     "graph_fn",
+    "list_mcp_clients",
     "open_session",
     "open_workspace",
     "open_workspace_manager",
     "register_context_service",
     "register_mcp_client",
+    "set_mcp_service",
     "set_run_manager_factory",
     "workspace_runtime",
 ]

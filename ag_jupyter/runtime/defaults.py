@@ -26,6 +26,7 @@ from .run_manager import DEFAULT_MAX_CONCURRENCY, RunManager
 from .services import ServiceHub
 from .services.artifacts import ARTIFACTS_SCHEMA, ArtifactService
 from .services.kv import KV_SCHEMA, KVService
+from .services.mcp import close_all_mcp_clients
 from .services.memory import MEMORY_SCHEMA, MemoryService
 from .store.owners import OWNERS_SCHEMA
 from .store.run_logs import LOGS_SCHEMA, WorkspaceRunLogs
@@ -246,6 +247,8 @@ def get_run_manager(*, create: bool = True) -> RunManager:
                 _manager_factory() if _manager_factory is not None else open_workspace_manager()
             )
             manager.bind(loop)
+            # The loop's manager owns the process's MCP servers: closed with it.
+            manager.on_close(close_all_mcp_clients)
             _managers[loop] = manager
         return manager
 

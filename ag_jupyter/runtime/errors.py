@@ -16,10 +16,19 @@ and all of them from :class:`AgJupyterError`::
     │   ├── WorkspaceWriteError                    a write failed (disk full, read-only...)
     │   ├── WorkspaceClosedError                   the workspace was closed
     │   └── WorkspaceCorruptError                  the database file is damaged
-    └── LLMError                    (RuntimeError) the LLM endpoint could not answer
-        ├── LLMConnectionError      (ConnectionError)
-        │   └── LLMTimeoutError     (TimeoutError)
-        └── LLMHTTPError                           4xx / 5xx from the endpoint
+    ├── LLMError                    (RuntimeError) the LLM endpoint could not answer
+    │   ├── LLMConnectionError      (ConnectionError)
+    │   │   └── LLMTimeoutError     (TimeoutError)
+    │   └── LLMHTTPError                           4xx / 5xx from the endpoint
+    └── MCPError                    (RuntimeError: what AetherGraph 0.1.0a15 raised)
+        ├── MCPConfigError          (ValueError)   a configured server's settings are wrong
+        ├── MCPServerStartError                    the server would not start or handshake
+        ├── MCPConnectionError      (ConnectionError) it died again right after a restart
+        ├── MCPTimeoutError         (TimeoutError) no answer within the client's timeout
+        ├── MCPRequestError                        a JSON-RPC error answer (unknown tool...)
+        └── MCPToolError                           a tool result with ``isError: true``
+
+MCP messages never contain ``env`` values or HTTP header values: they are secrets.
 """
 
 from __future__ import annotations
@@ -146,3 +155,102 @@ class LLMHTTPError(LLMError):
         self.status_code = status_code
         self.server_message = server_message
         self.body = body
+
+
+# ------------------------------------------------------------------------------ mcp
+class MCPError(AgJupyterError, RuntimeError):
+    """Base of every error raised by ``context.mcp(name)`` clients.
+
+    Attributes: ``server`` (the client's name, e.g. ``"time"``) and ``tool`` (the tool name,
+    or None when the request was not a tool call).
+    """
+
+    def __init__(self, message: str, *, server: str | None = None, tool: str | None = None):
+        super().__init__(message)
+        self.server = server
+        self.tool = tool
+
+
+class MCPConfigError(MCPError, ValueError):
+    """An MCP server's configuration is invalid (``configure_mcp_servers``, client arguments).
+
+    Raised before anything starts; the message names the server and the offending key.
+    """
+
+
+class MCPServerStartError(MCPError):
+    """An MCP server did not start: the command is missing, exited at once, or the MCP
+    handshake failed or timed out (or, for HTTP, the URL could not be reached).
+
+    The message names the server and the command (or URL) and ends with the server's last
+    stderr lines. Attributes: ``command`` (list of str, or None for HTTP), ``url`` (str or
+    None; user info and query string removed), ``stderr_tail`` (str).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        server: str | None = None,
+        command: list[str] | None = None,
+        url: str | None = None,
+        stderr_tail: str = "",
+    ):
+        super().__init__(message, server=server)
+        self.command = command
+        self.url = url
+        self.stderr_tail = stderr_tail
+
+
+class MCPConnectionError(MCPError, ConnectionError):
+    """An MCP server closed the connection (its process died) during a request, and did so
+    again after the one automatic restart that request gets."""
+
+
+class MCPTimeoutError(MCPError, TimeoutError):
+    """An MCP request got no answer within the client's ``timeout`` (seconds).
+
+    The SDK sends the server a cancellation for the abandoned request; the server keeps
+    running. Attributes: ``timeout_s`` (float, seconds).
+    """
+
+    def __init__(
+        self, message: str, *, server: str | None = None, tool: str | None = None,
+        timeout_s: float | None = None,
+    ):
+        super().__init__(message, server=server, tool=tool)
+        self.timeout_s = timeout_s
+
+
+class MCPRequestError(MCPError):
+    """The MCP server answered a request with a JSON-RPC error (for example -32602 for an
+    unknown tool or invalid arguments).
+
+    Attributes: ``method`` (e.g. ``"tools/call"``), ``code`` (int), ``data`` (the error's data,
+    or None).
+    """
+
+    def __init__(
+        self, message: str, *, server: str | None = None, tool: str | None = None,
+        method: str = "", code: int = 0, data: object = None,
+    ):
+        super().__init__(message, server=server, tool=tool)
+        self.method = method
+        self.code = code
+        self.data = data
+
+
+class MCPToolError(MCPError):
+    """A tool call returned a result with ``isError: true`` (the tool itself failed).
+
+    AetherGraph 0.1.0a15 returned such results like any other; we raise, so a failed tool
+    never passes for a result. Attributes: ``result`` (the whole result dict, as ``call``
+    would have returned it).
+    """
+
+    def __init__(
+        self, message: str, *, server: str | None = None, tool: str | None = None,
+        result: dict | None = None,
+    ):
+        super().__init__(message, server=server, tool=tool)
+        self.result = result

@@ -266,8 +266,18 @@ class NodeContext:
         """Retrieval service; raises ServiceNotConfiguredError unless one is registered."""
         return self.svc("rag")
 
-    def mcp(self, name: str) -> Any:
-        """The MCP client registered as ``name``; raises ServiceNotConfiguredError if none."""
+    def mcp(self, name: str | None = None) -> Any:
+        """The MCP client registered as ``name`` (``await context.mcp("time").call(tool,
+        params)``); its tool calls are recorded as steps of this run.
+
+        With no name, the MCP service seen from this context, as AetherGraph's docs use it:
+        ``await context.mcp().call("time", tool, params)``, ``.list_tools("time")``,
+        ``.names()`` (0.1.0a15's code required a name).
+
+        Raises:
+          ServiceNotConfiguredError: if no client has that name (register one with
+            ``register_mcp_client`` or pass ``open_session(mcp={name: client})``).
+        """
         return self.services.mcp(name, self)
 
 

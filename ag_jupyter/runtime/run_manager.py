@@ -233,6 +233,7 @@ class RunManager:
         self._recent: OrderedDict[str, RunRecord] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
         self._warned_fault = 0
+        self._closers: list[Callable[[], Any]] = []
 
     # ----------------------------------------------------------------- properties
     @staticmethod
@@ -1119,6 +1120,12 @@ class RunManager:
         )
 
     # -------------------------------------------------------------------- closing
+    def on_close(self, closer: Callable[[], Any]) -> None:
+        """Call ``closer()`` (awaited if it returns an awaitable) in :meth:`close`, after
+        the runs ended and before the store closes; newest first. The composition root
+        uses it for what the loop's manager owns (MCP servers)."""
+        self._closers.append(closer)
+
     async def close(
         self, *, cancel_live: bool = True, timeout_s: float = 5.0, close_store: bool = True
     ) -> None:
@@ -1141,12 +1148,16 @@ class RunManager:
         tasks = [live.task for live in self._live.values() if live.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_s)
-        closer = getattr(self.services, "aclose", None)
-        if callable(closer):
+        closers = [*reversed(self._closers), getattr(self.services, "aclose", None)]
+        for closer in closers:
+            if not callable(closer):
+                continue
             try:
-                await closer()
+                result = closer()
+                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                    await result
             except Exception:
-                log.exception("closing the services of a RunManager failed")
+                log.exception("closing %r for a RunManager failed", closer)
         if close_store:
             await self.store.close()
         else:

@@ -15,18 +15,25 @@ from ..errors import ServiceNotConfiguredError
 from ..store.steps import StepBook
 from .llm import EnvLLMProvider
 from .logger import RunLogBuffer, RunLoggerService
+from .mcp import (
+    ContextMCPService,
+    bind_client,
+    list_mcp_clients,
+    lookup_mcp_client,
+)
+from .mcp import register_mcp_client as register_mcp_client  # re-exported: its old home
 
 _HOW_TO_CONFIGURE = {
     "llm": "set OPENAI_API_KEY (and OPENAI_BASE_URL / AG_LLM_MODEL for a local server such "
     "as vLLM, Ollama or LM Studio), or pass open_session(llm=...)",
     "rag": "register one with register_context_service('rag', obj) or pass "
     "open_session(rag=...)",
-    "mcp": "register a client with register_mcp_client(name, client) or pass "
-    "open_session(mcp={name: client})",
+    "mcp": "register a client with register_mcp_client(name, StdioMCPClient([...])), "
+    "configure_mcp_servers({name: {'command': [...]}}) (%config AgJupyter.mcp_servers in a "
+    "notebook), or pass open_session(mcp={name: client})",
 }
 
 _global_services: dict[str, Any] = {}
-_global_mcp: dict[str, Any] = {}
 _global_lock = threading.Lock()
 
 
@@ -49,12 +56,6 @@ def unregister_context_service(name: str) -> None:
     """Remove a service registered with :func:`register_context_service` (if any)."""
     with _global_lock:
         _global_services.pop(name, None)
-
-
-def register_mcp_client(name: str, client: Any) -> None:
-    """Make ``client`` reachable as ``context.mcp(name)`` from every context."""
-    with _global_lock:
-        _global_mcp[name] = client
 
 
 class ServiceHub:
@@ -85,6 +86,11 @@ class ServiceHub:
     ) -> None:
         self._services = dict(services or {})
         self._mcp = dict(mcp or {})
+        # Injected MCP clients that were not started yet: the ones this hub's contexts start
+        # are closed with the hub (see aclose); already-running ones belong to someone else.
+        self._mcp_closed_at_start = {
+            name for name, client in self._mcp.items() if getattr(client, "is_open", None) is False
+        }
         self._parent = parent
         if parent is None:
             self.log_buffer = RunLogBuffer(log_sink)
@@ -132,23 +138,40 @@ class ServiceHub:
     def _mcp_lookup(self, name: str) -> Any:
         if name in self._mcp:
             return self._mcp[name]
-        if name in _global_mcp:
-            return _global_mcp[name]
+        client = lookup_mcp_client(name)
+        if client is not None:
+            return client
         return self._parent._mcp_lookup(name) if self._parent is not None else None
 
-    def mcp(self, name: str, context: Any) -> Any:
-        """The MCP client ``name``.
+    def mcp_names(self) -> list[str]:
+        """Names ``mcp(name)`` resolves: this hub's (and its parents') clients, then the
+        process-wide ones."""
+        names: list[str] = []
+        hub: ServiceHub | None = self
+        while hub is not None:
+            names.extend(n for n in hub._mcp if n not in names)
+            hub = hub._parent
+        names.extend(n for n in list_mcp_clients() if n not in names)
+        return names
+
+    def mcp(self, name: str | None, context: Any) -> Any:
+        """The MCP client ``name`` as ``context`` sees it (its tool calls are recorded as
+        steps of the context's run); with ``name`` None, the MCP service seen from
+        ``context`` (AetherGraph's docs' ``context.mcp().call(name, tool, params)``).
 
         Raises:
           ServiceNotConfiguredError: if no client is registered under ``name``.
         """
+        if name is None:
+            return ContextMCPService(self, context)
         client = self._mcp_lookup(name)
         if client is None:
+            known = ", ".join(self.mcp_names()) or "(none)"
             raise ServiceNotConfiguredError(
-                f"no MCP client named {name!r} is configured: {_HOW_TO_CONFIGURE['mcp']}"
+                f"no MCP client named {name!r} is configured (configured: {known}): "
+                f"{_HOW_TO_CONFIGURE['mcp']}"
             )
-        bind = getattr(client, "bind", None)
-        return bind(context) if callable(bind) else client
+        return bind_client(client, context, name)
 
     def record_step(self, step: dict[str, Any]) -> None:
         """Keep a step of a run (a dict from ``store.steps.make_step``); any thread."""
@@ -162,8 +185,16 @@ class ServiceHub:
         """Close the embedded defaults this hub created (those with an ``aclose`` method).
 
         Services injected by the caller (``open_session(llm=...)``, ``services={...}``) are
-        the caller's to close: a session's clean-up leaves them open.
+        the caller's to close: a session's clean-up leaves them open. The exception is MCP
+        servers: a client passed as ``open_session(mcp={name: client})`` whose server was not
+        running when the session opened, and that the session started, is stopped here (its
+        server would otherwise outlive everything that uses it); one that was already
+        running is left running.
         """
+        for name in self._mcp_closed_at_start:
+            client = self._mcp[name]
+            if getattr(client, "is_open", False):
+                await client.aclose()
         for service in list(self._defaults.values()):
             closer = getattr(service, "aclose", None)
             if callable(closer):
