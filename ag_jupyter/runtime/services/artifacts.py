@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArtifactNotFoundError, WorkspaceWriteError
-from ..store.blobs import BlobStore
+from ..store.blobs import BlobMissingError, BlobStore
 from ..store.codecs import dumps_json
 from ..store.schema import Migration, SchemaComponent
 from ..store.workspace import Workspace
@@ -337,9 +337,10 @@ class ArtifactStore:
     def _checked_blob(self, artifact_id: Any) -> Path:
         _check_id(artifact_id)
         blobs = BlobStore(self.root)
-        if not blobs.exists(artifact_id):
-            raise self._not_found(artifact_id)
-        blobs.verify(artifact_id)  # a modified or planted file is refused
+        try:
+            blobs.verify(artifact_id)  # a modified or planted file is refused
+        except BlobMissingError:
+            raise self._not_found(artifact_id) from None
         return blobs.path(artifact_id)
 
     async def path(self, artifact_id: str) -> Path:
@@ -362,10 +363,10 @@ class ArtifactStore:
         _check_id(artifact_id)
 
         def load() -> bytes:
-            blobs = BlobStore(self.root)
-            if not blobs.exists(artifact_id):
-                raise self._not_found(artifact_id)
-            return blobs.read(artifact_id)
+            try:
+                return BlobStore(self.root).read(artifact_id)
+            except BlobMissingError:
+                raise self._not_found(artifact_id) from None
 
         return await self._ws.run_in_io_thread(load)
 

@@ -33,6 +33,10 @@ class BlobError(OSError):
     longer matches its hash."""
 
 
+class BlobMissingError(BlobError, FileNotFoundError):
+    """No blob has this digest (nothing planted: it is simply not there)."""
+
+
 def is_digest(value: object) -> bool:
     """Whether ``value`` is a sha256 hex digest (64 lowercase hex digits)."""
     return isinstance(value, str) and _DIGEST_RE.fullmatch(value) is not None
@@ -59,7 +63,7 @@ class BlobStore:
             info = os.lstat(folder)
         except FileNotFoundError:
             if not create:
-                raise BlobError(f"no blob {digest} in {str(self.root)!r}") from None
+                raise BlobMissingError(f"no blob {digest} in {str(self.root)!r}") from None
             try:
                 os.mkdir(folder, DIR_MODE)
             except FileExistsError:
@@ -184,7 +188,7 @@ class BlobStore:
         try:
             return os.open(folder / digest[2:], os.O_RDONLY | _NOFOLLOW)
         except FileNotFoundError:
-            raise BlobError(f"no blob {digest} in {str(self.root)!r}") from None
+            raise BlobMissingError(f"no blob {digest} in {str(self.root)!r}") from None
         except OSError as exc:
             if exc.errno == 40:  # ELOOP: a symbolic link
                 raise BlobError(
@@ -197,7 +201,8 @@ class BlobStore:
         """The content of blob ``digest``, after checking it still hashes to ``digest``.
 
         Raises:
-          BlobError: if it is missing, not a plain file, or its content changed.
+          BlobMissingError: if it is missing.
+          BlobError: if it is not a plain file, or its content changed.
         """
         fd = self._open(digest)
         with os.fdopen(fd, "rb") as f:
