@@ -160,11 +160,14 @@ def test_runs_listed_waited_and_cancelled_by_magics(shell, capsys):
     shell.run_line_magic("ag_runs", "--status live")
     live_table = capsys.readouterr().out
     assert slow in live_table and fast not in live_table
-    record = shell.run_line_magic("ag_wait", fast)
+    assert shell.run_line_magic("ag_wait", fast) is None  # one status line, no value
+    line = capsys.readouterr().out
+    assert line.startswith(f"{fast}: succeeded in ") and line.count("\n") == 1
+    record = shell.run_line_magic("ag_wait", f"{fast} --return")
     assert record.status is RunStatus.succeeded
     shell.run_line_magic("ag_cancel", slow)
     assert "cancel requested" in capsys.readouterr().out
-    record = shell.run_line_magic("ag_wait", f"{slow} --timeout 5")
+    record = shell.run_line_magic("ag_wait", f"{slow} --timeout 5 --return")
     assert record.status is RunStatus.canceled
     shell.run_line_magic("ag_cancel", slow)
     assert "already canceled" in capsys.readouterr().out
@@ -207,7 +210,7 @@ def test_ag_graphs_lists_inputs(shell, capsys):
 
 
 def test_config_validates_and_applies_concurrency(shell, caplog):
-    config = shell._ag_jupyter_config
+    config = shell._ag_jupyter_state.config
     shell.run_line_magic("config", "AgJupyter.max_concurrency = 0")  # %config logs the error
     assert "max_concurrency must be a positive int, got 0" in caplog.text
     assert config.max_concurrency == 8
