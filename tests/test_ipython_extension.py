@@ -258,3 +258,32 @@ def test_blocking_wait_in_running_loop_says_use_await(shell):
             run_blocking(shell, never, what="x", alternative="await it", config=None)
 
     asyncio.run(inside_loop())
+
+
+# ------------------------------------------------------------------------- %ag_wait
+def failed_record(shell, message: str):
+    run(shell, "from ag_jupyter import graph_fn\n"
+        "@graph_fn('ext_fail')\n"
+        "async def ext_fail(message: str):\n"
+        "    raise ValueError(message)\n")
+    try:
+        result = run(shell, "%%ag_session\n"
+                     "rid = await context.runner().spawn_run('ext_fail', "
+                     f"inputs={{'message': {message!r}}})\n"
+                     "await context.runner().wait_run(rid)\n")
+    finally:
+        default_registry.unregister("ext_fail")
+    assert result.error_in_exec is None
+    return result.result
+
+
+def test_ag_wait_prints_one_line_and_returns_nothing_unless_asked(shell, capsys):
+    record = failed_record(shell, "bad input")
+    capsys.readouterr()
+    result = run(shell, f"%ag_wait {record.run_id}")
+    assert result.result is None
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1, out
+    assert out.startswith(f"{record.run_id}: failed in ") and "ValueError: bad input" in out
+    result = run(shell, f"rec = %ag_wait {record.run_id} --return")
+    assert shell.user_ns["rec"] == record

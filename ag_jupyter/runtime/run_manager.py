@@ -221,6 +221,22 @@ class RunManager:
         """True after :meth:`close`."""
         return self._closed
 
+    def __repr__(self) -> str:
+        """One line with the runs in memory counted by status, e.g. ``<RunManager running=2
+        pending=1 succeeded=10 failed=1 max_concurrency=8>`` (``closed`` first once closed).
+
+        Counts come from :meth:`recent_records` (live runs and the last ``RECENT_RECORDS``
+        finished ones); the store is never read.
+        """
+        from collections import Counter
+
+        counts = Counter(record.status for record in self.recent_records())
+        parts = ["<RunManager", *(["closed"] if self._closed else [])]
+        parts += [f"{status.value}={counts[status]}" for status in RunStatus if counts[status]]
+        if not counts:
+            parts.append("no runs")
+        return " ".join([*parts, f"max_concurrency={self._max_concurrency}"]) + ">"
+
     def live_records(self) -> list[RunRecord]:
         """Records of runs not yet terminal, oldest first (sync; no store access)."""
         return [live.record for live in self._live.values()]
