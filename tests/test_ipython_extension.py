@@ -105,6 +105,58 @@ def test_interrupt_inside_cell_closes_session(shell):
     assert "context" not in shell.user_ns
 
 
+def test_syntax_error_is_raised_before_anything_runs_at_the_cells_line(shell, capsys):
+    result = run(shell, "%%ag_session\nran = True\nx = (1,\ny = 2\n")
+    error = result.error_before_exec
+    assert isinstance(error, SyntaxError), result
+    assert error.lineno == 3 and error.text.startswith("x = (1,")
+    assert "ran" not in shell.user_ns  # nothing of the body ran, no session opened
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    assert re.search(r"Cell In\[\d+\], line 3", out), out
+
+
+def test_console_waits_for_a_blank_line_to_finish_a_session_cell(shell):
+    # check_complete skips the (side-effecting) transformer: a cell magic's rule applies
+    check = shell.input_transformer_manager.check_complete
+    assert check("%%ag_session\nfor i in range(3):\n")[0] == "incomplete"
+    assert check("%%ag_session\nx = 1\n\n")[0] == "complete"
+
+
+def test_ipython_syntax_in_the_body_keeps_line_numbers(shell, capsys):
+    result = run(shell, "%%ag_session\nout = !echo hi\n%time y = 1\n1/0\n")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    assert shell.user_ns["out"] == ["hi"] and shell.user_ns["y"] == 1
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    assert "----> 4 1/0" in out
+
+
+@pytest.mark.parametrize(
+    "body", ["await asyncio.sleep(20)", "time.sleep(20)", "while True: pass"]
+)
+def test_sigint_stops_a_session_cell_in_a_plain_shell(shell, body):
+    import os
+    import signal
+    import threading
+    import time
+
+    reached = []
+    previous = signal.signal(signal.SIGINT, lambda *_: reached.append("test handler"))
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        started = time.monotonic()
+        timer.start()
+        result = run(shell, f"%%ag_session\nsess = context\n{body}\n")
+        elapsed = time.monotonic() - started
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+    assert reached == []  # the cell's handler got it, and was removed afterwards
+    assert isinstance(result.error_in_exec, KeyboardInterrupt), result
+    assert elapsed < 5, elapsed
+    assert shell.user_ns["sess"]._closers is None and "context" not in shell.user_ns
+    assert run(shell, "1 + 1").result == 2
+
+
 def test_bad_option_is_a_usage_error_with_usage(shell, capsys):
     result = run(shell, "%%ag_session --bogus 1\nx = 1\n")
     assert isinstance(result.error_in_exec, UsageError)

@@ -217,9 +217,10 @@ def test_interrupt_leaves_spawned_runs_running(kernel):
     assert kernel.evaluate("(rec.status.value, rec.session_id)") == "('succeeded', 'intr')"
 
 
-def test_interrupt_while_blocking_inside_runtime_code_waits_for_its_next_await(kernel):
+def test_interrupt_inside_runtime_code_lands_when_it_returns_to_the_body(kernel):
     # A body that spends its time inside spawn_run: a KeyboardInterrupt in the middle of
-    # the runtime's bookkeeping could leave a run half-registered; it lands at an await.
+    # the runtime's bookkeeping could leave a run half-registered: it waits until that
+    # code returns to the body (or awaits).
     reply = kernel.interrupt_after(
         "%%ag_session\n"
         "sessions.append(context)\n"
