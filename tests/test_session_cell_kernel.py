@@ -260,6 +260,8 @@ def test_fifty_interrupts_at_random_points(tmp_path):
         "for _ in range(400):\n"
         "    spawned.append(await context.runner().spawn_run('kslow', inputs={'seconds': 0.01}))\n"
         "    await asyncio.sleep(0.005)",
+        # printing: interrupts land in ipykernel's output stream, which must keep working
+        "while True:\n    print('.', end='', flush=True)\n    time.sleep(0.002)",
         # a finally that awaits, as user code may
         "try:\n    await asyncio.sleep(3)\nfinally:\n    await asyncio.sleep(0.05)",
     ]

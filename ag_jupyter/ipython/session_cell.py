@@ -25,9 +25,13 @@ How a session cell runs:
    SIGINT handler is replaced by one that:
 
    - raises ``KeyboardInterrupt`` at once when the body's own code is running (blocking),
-     as the kernel's default handler does in a plain cell; if runtime or asyncio code is
-     on the stack at that moment (say, inside ``spawn_run``), it cancels the cell's task
-     instead, so the interrupt lands at that code's next ``await``, where it is safe;
+     as the kernel's default handler does in a plain cell. If runtime, asyncio or
+     ipykernel-output code is on the stack at that moment (inside ``spawn_run``, a
+     ``print``'s flush), a KeyboardInterrupt there could leave a run half-registered or
+     the output stream stuck, so the interrupt waits: a trace function on the innermost
+     user frame raises it as soon as that code returns to it (``sys.settrace`` for those
+     few microseconds; not when a debugger's tracer is set), or, if that code awaits
+     first, the cell's task is cancelled at that await;
    - when the loop is idle or running something else (a run's task, a panel callback),
      cancels the cell's task with ``call_soon_threadsafe`` (which wakes ``select``); the
      ``CancelledError`` this throws into the body's ``await`` leaves the cell as a
@@ -74,9 +78,12 @@ _FUTURE_FLAGS = 0
 for _name in __future__.all_feature_names:
     _FUTURE_FLAGS |= getattr(__future__, _name).compiler_flag
 del _name
-# Code on the stack when an interrupt arrives that must not get a KeyboardInterrupt in the
-# middle of a statement (it keeps run state); it is interrupted at its next await instead.
-_NOT_INTERRUPTIBLE = ("ag_jupyter.", "asyncio")
+# Modules whose code, when an interrupt arrives in it, must not get a KeyboardInterrupt in
+# the middle of a statement: the runtime and asyncio keep run and task state, and
+# ipykernel's output streams (a print's flush) and zmq can be left unable to send, so
+# later cells lose their output. The interrupt lands when that code returns to user code,
+# or at its next await.
+_NOT_INTERRUPTIBLE = ("ag_jupyter.", "asyncio", "ipykernel.iostream", "zmq")
 
 
 # --------------------------------------------------------------------------- magics
@@ -502,7 +509,7 @@ class _CellInterrupts:
         target = _safe_frame(frame, self.body_codes)
         if target is not None and target is frame:
             raise KeyboardInterrupt  # user code on top: as the default handler would
-        # Runtime or asyncio code is mid-statement on top of the body: interrupt the body
+        # Runtime, asyncio or output code is mid-statement on top of the body: interrupt it
         # when that code returns to it, or, if it suspends first, at its await.
         self._deferred = True
         if target is not None and sys.gettrace() is None:  # (a debugger's tracer: keep it)
