@@ -276,6 +276,7 @@ def test_fifty_interrupts_at_random_points(tmp_path):
             assert reply.content["ename"] == "KeyboardInterrupt", (i, body, reply.text)
             latencies.append(reply.seconds)
         assert max(latencies) < INTERRUPT_BOUND_S, latencies
+        assert kernel.km.is_alive()
         assert kernel.evaluate("len(sessions)") == "50"
         assert kernel.evaluate("[s.session_id for s in sessions if s._closers is not None]") \
             == "[]"
@@ -298,6 +299,7 @@ def test_fifty_interrupts_at_random_points(tmp_path):
         again = kernel.run("%%ag_session\n(await context.runner().run_and_wait("
                            "'kslow', inputs={'seconds': 0.01}))[1]")
         assert again.status == "ok" and again.text == "{'result': 0.01}", again.text
+        assert kernel.km.is_alive()
     finally:
         kernel.kc.stop_channels()
         kernel.km.shutdown_kernel(now=True)
