@@ -103,7 +103,19 @@ def measure(km, kc, code: str, rng: random.Random) -> tuple[float, str]:
     reply = reply_to(kc, msg_id, 120)
     seconds = time.monotonic() - started
     content = reply["content"]
+    if content["status"] == "error":
+        settle(kc)
     return seconds, content.get("ename", content["status"])
+
+
+def settle(kc) -> None:
+    """Wait until the kernel stops aborting requests after an error (ipykernel aborts the
+    requests queued when a cell fails; one sent right after the reply may be among them)."""
+    for _ in range(100):
+        if reply_to(kc, kc.execute("", store_history=False), 30)["content"]["status"] != (
+            "aborted"
+        ):
+            return
 
 
 def main() -> int:

@@ -50,8 +50,12 @@ def wait_reply(kc, msg_id: str, timeout: float) -> dict:
 
 def evaluate(kc, expression: str):
     """The repr of an expression evaluated in the kernel."""
-    msg_id = kc.execute("", user_expressions={"v": expression})
-    reply = wait_reply(kc, msg_id, 30)
+    for _ in range(100):
+        msg_id = kc.execute("", user_expressions={"v": expression})
+        reply = wait_reply(kc, msg_id, 30)
+        # right after an error reply ipykernel may still be aborting queued requests
+        if reply["content"]["status"] != "aborted":
+            break
     value = reply["content"]["user_expressions"]["v"]
     assert value["status"] == "ok", value
     return value["data"]["text/plain"]

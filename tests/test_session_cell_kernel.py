@@ -86,7 +86,21 @@ class Kernel:
                 found.append(msg)
 
     def run(self, code: str, timeout: float = 60) -> Reply:
-        return self.reply(self.kc.execute(code), timeout)
+        reply = self.reply(self.kc.execute(code), timeout)
+        if reply.status == "error":
+            self.settle()
+        return reply
+
+    def settle(self) -> None:
+        """Wait until the kernel stops aborting requests after an error.
+
+        After an error reply ipykernel aborts the requests already queued ("Run All"
+        stops); a request sent right after the reply may still be among them.
+        """
+        for _ in range(100):
+            if self.reply(self.kc.execute("", store_history=False), 30).status != "aborted":
+                return
+        raise AssertionError("the kernel kept aborting requests")
 
     def evaluate(self, expression: str) -> str:
         """The repr of an expression evaluated in the kernel."""
@@ -123,6 +137,8 @@ class Kernel:
                 msg = candidate
         seconds = time.monotonic() - started
         outputs = [m for m in before if m["msg_type"] != "status"] + self.outputs(msg_id)
+        if msg["content"]["status"] == "error":
+            self.settle()
         return Reply(msg["content"], outputs, seconds)
 
 
@@ -334,10 +350,13 @@ def test_run_all_stops_at_a_session_cell_error(kernel):
     ]
     replies = [kernel.reply(i) for i in ids]
     assert [r.status for r in replies] == ["ok", "error", "aborted"]
+    kernel.settle()
     assert kernel.evaluate("order") == "['first']"
     # a runtime error in a body stops the queue too
     ids = [kernel.kc.execute(c) for c in ["%%ag_session\n1/0", "order.append('after')"]]
     assert [kernel.reply(i).status for i in ids] == ["error", "aborted"]
+    kernel.settle()
+    assert kernel.evaluate("order") == "['first']"
 
 
 def test_ipython_syntax_in_a_session_body(kernel):
