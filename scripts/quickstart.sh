@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv with JupyterLab, then open the quick-start notebook in JupyterLab,
 # or with --headless run it in a real kernel and print what each cell printed.
+# As root, JupyterLab gets --allow-root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -11,4 +12,10 @@ fi
 if [ "${1:-}" = "--headless" ]; then
   exec .venv/bin/python scripts/run_notebook.py notebooks/quickstart.ipynb
 fi
-exec .venv/bin/jupyter lab notebooks/quickstart.ipynb "$@"
+# Jupyter refuses to start as root ("Running as root is not recommended") unless told to;
+# containers and CI machines run as root.
+root_flag=()
+if [ "$(id -u)" = "0" ]; then
+  root_flag=(--allow-root)
+fi
+exec .venv/bin/jupyter lab ${root_flag[@]+"${root_flag[@]}"} notebooks/quickstart.ipynb "$@"

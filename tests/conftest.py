@@ -103,3 +103,23 @@ async def loop_errors() -> AsyncIterator[list[Any]]:
     finally:
         loop.set_exception_handler(old_handler)
         sys.unraisablehook = old_hook
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """End the run with one clear line when browser tests were skipped (they need Debian's
+    chromium at /usr/bin/chromium; see the README), so a green run never hides them."""
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if "browser" in getattr(report, "keywords", {})
+    ]
+    if not skipped:
+        return
+    longrepr = skipped[0].longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    terminalreporter.write_line(
+        f"BROWSER TESTS SKIPPED ({len(skipped)}): {reason.removeprefix('Skipped: ')}. "
+        "Install Debian's chromium (apt-get install chromium) to run them.",
+        yellow=True,
+        bold=True,
+    )

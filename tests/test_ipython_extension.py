@@ -105,6 +105,58 @@ def test_interrupt_inside_cell_closes_session(shell):
     assert "context" not in shell.user_ns
 
 
+def test_syntax_error_is_raised_before_anything_runs_at_the_cells_line(shell, capsys):
+    result = run(shell, "%%ag_session\nran = True\nx = (1,\ny = 2\n")
+    error = result.error_before_exec
+    assert isinstance(error, SyntaxError), result
+    assert error.lineno == 3 and error.text.startswith("x = (1,")
+    assert "ran" not in shell.user_ns  # nothing of the body ran, no session opened
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    assert re.search(r"Cell In\[\d+\], line 3", out), out
+
+
+def test_console_waits_for_a_blank_line_to_finish_a_session_cell(shell):
+    # check_complete skips the (side-effecting) transformer: a cell magic's rule applies
+    check = shell.input_transformer_manager.check_complete
+    assert check("%%ag_session\nfor i in range(3):\n")[0] == "incomplete"
+    assert check("%%ag_session\nx = 1\n\n")[0] == "complete"
+
+
+def test_ipython_syntax_in_the_body_keeps_line_numbers(shell, capsys):
+    result = run(shell, "%%ag_session\nout = !echo hi\n%time y = 1\n1/0\n")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    assert shell.user_ns["out"] == ["hi"] and shell.user_ns["y"] == 1
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    assert "----> 4 1/0" in out
+
+
+@pytest.mark.parametrize(
+    "body", ["await asyncio.sleep(20)", "time.sleep(20)", "while True: pass"]
+)
+def test_sigint_stops_a_session_cell_in_a_plain_shell(shell, body):
+    import os
+    import signal
+    import threading
+    import time
+
+    reached = []
+    previous = signal.signal(signal.SIGINT, lambda *_: reached.append("test handler"))
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        started = time.monotonic()
+        timer.start()
+        result = run(shell, f"%%ag_session\nsess = context\n{body}\n")
+        elapsed = time.monotonic() - started
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+    assert reached == []  # the cell's handler got it, and was removed afterwards
+    assert isinstance(result.error_in_exec, KeyboardInterrupt), result
+    assert elapsed < 5, elapsed
+    assert shell.user_ns["sess"]._closers is None and "context" not in shell.user_ns
+    assert run(shell, "1 + 1").result == 2
+
+
 def test_bad_option_is_a_usage_error_with_usage(shell, capsys):
     result = run(shell, "%%ag_session --bogus 1\nx = 1\n")
     assert isinstance(result.error_in_exec, UsageError)
@@ -160,11 +212,14 @@ def test_runs_listed_waited_and_cancelled_by_magics(shell, capsys):
     shell.run_line_magic("ag_runs", "--status live")
     live_table = capsys.readouterr().out
     assert slow in live_table and fast not in live_table
-    record = shell.run_line_magic("ag_wait", fast)
+    assert shell.run_line_magic("ag_wait", fast) is None  # one status line, no value
+    line = capsys.readouterr().out
+    assert line.startswith(f"{fast}: succeeded in ") and line.count("\n") == 1
+    record = shell.run_line_magic("ag_wait", f"{fast} --return")
     assert record.status is RunStatus.succeeded
     shell.run_line_magic("ag_cancel", slow)
     assert "cancel requested" in capsys.readouterr().out
-    record = shell.run_line_magic("ag_wait", f"{slow} --timeout 5")
+    record = shell.run_line_magic("ag_wait", f"{slow} --timeout 5 --return")
     assert record.status is RunStatus.canceled
     shell.run_line_magic("ag_cancel", slow)
     assert "already canceled" in capsys.readouterr().out
@@ -207,7 +262,7 @@ def test_ag_graphs_lists_inputs(shell, capsys):
 
 
 def test_config_validates_and_applies_concurrency(shell, caplog):
-    config = shell._ag_jupyter_config
+    config = shell._ag_jupyter_state.config
     shell.run_line_magic("config", "AgJupyter.max_concurrency = 0")  # %config logs the error
     assert "max_concurrency must be a positive int, got 0" in caplog.text
     assert config.max_concurrency == 8
@@ -255,3 +310,32 @@ def test_blocking_wait_in_running_loop_says_use_await(shell):
             run_blocking(shell, never, what="x", alternative="await it", config=None)
 
     asyncio.run(inside_loop())
+
+
+# ------------------------------------------------------------------------- %ag_wait
+def failed_record(shell, message: str):
+    run(shell, "from ag_jupyter import graph_fn\n"
+        "@graph_fn('ext_fail')\n"
+        "async def ext_fail(message: str):\n"
+        "    raise ValueError(message)\n")
+    try:
+        result = run(shell, "%%ag_session\n"
+                     "rid = await context.runner().spawn_run('ext_fail', "
+                     f"inputs={{'message': {message!r}}})\n"
+                     "await context.runner().wait_run(rid)\n")
+    finally:
+        default_registry.unregister("ext_fail")
+    assert result.error_in_exec is None
+    return result.result
+
+
+def test_ag_wait_prints_one_line_and_returns_nothing_unless_asked(shell, capsys):
+    record = failed_record(shell, "bad input")
+    capsys.readouterr()
+    result = run(shell, f"%ag_wait {record.run_id}")
+    assert result.result is None
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1, out
+    assert out.startswith(f"{record.run_id}: failed in ") and "ValueError: bad input" in out
+    result = run(shell, f"rec = %ag_wait {record.run_id} --return")
+    assert shell.user_ns["rec"] == record

@@ -50,8 +50,12 @@ def wait_reply(kc, msg_id: str, timeout: float) -> dict:
 
 def evaluate(kc, expression: str):
     """The repr of an expression evaluated in the kernel."""
-    msg_id = kc.execute("", user_expressions={"v": expression})
-    reply = wait_reply(kc, msg_id, 30)
+    for _ in range(100):
+        msg_id = kc.execute("", user_expressions={"v": expression})
+        reply = wait_reply(kc, msg_id, 30)
+        # right after an error reply ipykernel may still be aborting queued requests
+        if reply["content"]["status"] != "aborted":
+            break
     value = reply["content"]["user_expressions"]["v"]
     assert value["status"] == "ok", value
     return value["data"]["text/plain"]
@@ -69,7 +73,7 @@ def test_interrupt_closes_session_and_run_still_finishes(kernel):
     km.interrupt_kernel()
     reply = wait_reply(kc, msg_id, 30)
     assert reply["content"]["status"] == "error"
-    assert reply["content"]["ename"] in {"CancelledError", "KeyboardInterrupt"}
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
     # the kernel still answers; the session was closed; context was restored (absent)
     assert evaluate(kc, "sess._closers is None") == "True"
     assert evaluate(kc, "'context' in globals()") == "False"
@@ -150,7 +154,7 @@ def test_blocking_wait_errors_unless_nest_asyncio2_is_opted_in(kernel):
     execute(kc, "%config AgJupyter.blocking_waits = 'nest_asyncio2'")
     execute(kc, "%%ag_session\nrid2 = await context.runner().spawn_run('kslow', "
                 "inputs={'seconds': 0.5})")
-    reply = execute(kc, "rec = %ag_wait {rid2}")
+    reply = execute(kc, "rec = %ag_wait {rid2} --return")
     assert reply["content"]["status"] == "ok", reply["content"]
     assert evaluate(kc, "rec.status.value") == "'succeeded'"
     assert evaluate(kc, "hasattr(asyncio.get_running_loop(), '_nest_patched')") == "True"

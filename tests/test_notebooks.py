@@ -59,3 +59,24 @@ def test_quickstart_outputs(tmp_path: Path):
     assert "canceled" in everything
     # the final text table counts every run, children included
     assert "runs:" in text[-1] and "succeeded" in text[-1] and "child" in text[-1]
+
+
+def test_run_all_stops_at_a_session_cell_with_a_syntax_error(tmp_path: Path):
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext ag_jupyter\n%config AgJupyter.workspace = 'memory'"),
+        nbformat.v4.new_code_cell("%%ag_session\nx = 1\ny = = 2\n"),
+        nbformat.v4.new_code_cell("print('ran after the error')"),
+    ]
+    client = NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    with pytest.raises(CellExecutionError) as raised:
+        client.execute()
+    assert "SyntaxError" in str(raised.value)
+    error = nb.cells[1].outputs[0]
+    assert error.output_type == "error" and error.ename == "SyntaxError"
+    assert "line 3" in "\n".join(error.traceback)
+    assert nb.cells[2].outputs == [] and nb.cells[2].execution_count is None

@@ -1,8 +1,11 @@
-"""The extension's settings: a traitlets ``Configurable``, so ``%config AgJupyter.x = y``
-and ``c.AgJupyter.x = y`` in ``ipython_config.py`` both work."""
+"""The extension's settings (a traitlets ``Configurable``, so ``%config AgJupyter.x = y``
+and ``c.AgJupyter.x = y`` in ``ipython_config.py`` both work) and the one shell attribute
+that holds the extension's state."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, validate
@@ -63,3 +66,38 @@ class AgJupyter(Configurable):
                 f"AgJupyter.panel_refresh_s must be between 0.01 and 60 seconds, got {value!r}"
             )
         return value
+
+
+STATE_ATTR = "_ag_jupyter_state"
+"""The one attribute the extension sets on the shell (an :class:`ExtensionState`)."""
+
+
+@dataclass
+class ExtensionState:
+    """What ``%load_ext ag_jupyter`` added to a shell, so ``%unload_ext`` can remove it.
+
+    Kept on the shell as the single attribute :data:`STATE_ATTR`.
+
+    Attributes:
+      config: the ``AgJupyter`` settings.
+      magics: the registered ``Magics`` instances (session cell, run magics).
+      transformer: the ``%%ag_session`` input transformer.
+      observer: the ``max_concurrency`` observer applying changes to live managers.
+    """
+
+    config: AgJupyter
+    magics: list[Any] = field(default_factory=list)
+    transformer: Any = None
+    observer: Callable[[dict[str, Any]], None] | None = None
+
+
+def extension_state(shell: Any) -> ExtensionState | None:
+    """The extension's state on ``shell``, or None when the extension is not loaded."""
+    state = getattr(shell, STATE_ATTR, None)
+    return state if isinstance(state, ExtensionState) else None
+
+
+def extension_config(shell: Any) -> AgJupyter | None:
+    """The ``AgJupyter`` settings of ``shell``, or None when the extension is not loaded."""
+    state = extension_state(shell)
+    return state.config if state is not None else None

@@ -1,6 +1,7 @@
 """``%load_ext ag_jupyter`` / ``%unload_ext ag_jupyter``.
 
-Load (idempotent) adds: the ``AgJupyter`` settings to ``%config``, the magics, the
+Load (idempotent) adds: the ``AgJupyter`` settings to ``%config``, the magics (the
+``%%ag_session`` cell magic from ``session_cell``, the run magics from ``magics``), the
 ``%%ag_session`` input transformer, and a RunManager factory so the kernel's manager
 (created lazily on first use, bound to the kernel's running loop) follows the settings.
 Unload removes all of that and closes the panels it opened. Runs that are still live keep
@@ -13,25 +14,23 @@ from typing import Any
 
 from ..runtime import current_run_managers, set_run_manager_factory
 from ..runtime.defaults import build_manager
-from .config import AgJupyter
+from .config import STATE_ATTR, AgJupyter, ExtensionState, extension_state
 from .magics import AgMagics
-from .transformer import SessionCellTransformer
-
-_STATE_ATTR = "_ag_jupyter_state"
+from .session_cell import SessionCellTransformer, SessionMagics
 
 
 def load_ipython_extension(shell: Any) -> None:
     """Install the extension into ``shell`` (an ``InteractiveShell``); a second call does
-    nothing."""
-    if getattr(shell, _STATE_ATTR, None) is not None:
+    nothing. Everything added is recorded in one shell attribute (``config.STATE_ATTR``)."""
+    if extension_state(shell) is not None:
         return
     config = AgJupyter(parent=shell)
-    magics = AgMagics(shell, config=config)
+    magics = [SessionMagics(shell), AgMagics(shell, config=config)]
     transformer = SessionCellTransformer(shell)
     shell.configurables.append(config)
-    shell.register_magics(magics)
+    for instance in magics:
+        shell.register_magics(instance)
     shell.input_transformers_cleanup.append(transformer)
-    shell._ag_jupyter_config = config
     set_run_manager_factory(
         lambda: build_manager(workspace=config.workspace, max_concurrency=config.max_concurrency)
     )
@@ -43,9 +42,10 @@ def load_ipython_extension(shell: Any) -> None:
     config.observe(apply_concurrency, "max_concurrency")
     setattr(
         shell,
-        _STATE_ATTR,
-        {"config": config, "magics": magics, "transformer": transformer,
-         "observer": apply_concurrency},
+        STATE_ATTR,
+        ExtensionState(
+            config=config, magics=magics, transformer=transformer, observer=apply_concurrency
+        ),
     )
     if config.show_panel_on_load:
         shell.run_line_magic("ag_runs", "")
@@ -53,26 +53,26 @@ def load_ipython_extension(shell: Any) -> None:
 
 def unload_ipython_extension(shell: Any) -> None:
     """Remove what :func:`load_ipython_extension` added. Live runs keep running."""
-    state = getattr(shell, _STATE_ATTR, None)
+    state = extension_state(shell)
     if state is None:
         return
-    config, magics = state["config"], state["magics"]
-    config.unobserve(state["observer"], "max_concurrency")
-    if state["transformer"] in shell.input_transformers_cleanup:
-        shell.input_transformers_cleanup.remove(state["transformer"])
+    config = state.config
+    if state.observer is not None:
+        config.unobserve(state.observer, "max_concurrency")
+    if state.transformer in shell.input_transformers_cleanup:
+        shell.input_transformers_cleanup.remove(state.transformer)
     manager = shell.magics_manager
-    for kind, names in magics.magics.items():
-        for name in names:
-            registered = manager.magics[kind].get(name)
-            if getattr(registered, "__self__", None) is magics:
-                del manager.magics[kind][name]
-    manager.registry.pop(type(magics).__name__, None)
+    for instance in state.magics:
+        for kind, names in instance.magics.items():
+            for name in names:
+                registered = manager.magics[kind].get(name)
+                if getattr(registered, "__self__", None) is instance:
+                    del manager.magics[kind][name]
+        manager.registry.pop(type(instance).__name__, None)
     if config in shell.configurables:
         shell.configurables.remove(config)
     from ..widgets.run_panel import close_all_panels
 
     close_all_panels()
     set_run_manager_factory(None)
-    if getattr(shell, "_ag_jupyter_config", None) is config:
-        del shell._ag_jupyter_config
-    delattr(shell, _STATE_ATTR)
+    delattr(shell, STATE_ATTR)

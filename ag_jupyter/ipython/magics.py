@@ -1,5 +1,5 @@
-"""The extension's magics: ``%%ag_session``, ``%ag_runs``, ``%ag_cancel``, ``%ag_graphs``,
-``%ag_wait``.
+"""The extension's run magics: ``%ag_runs``, ``%ag_cancel``, ``%ag_graphs``, ``%ag_wait``
+(``%%ag_session`` lives in :mod:`ag_jupyter.ipython.session_cell`).
 
 Options are declared with IPython's ``magic_arguments`` (so ``%ag_runs?`` prints the help);
 user mistakes raise ``UsageError`` (shown short, without a traceback).
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..runtime import RunManager, RunNotFoundError, get_run_manager
@@ -21,7 +21,12 @@ from .blocking import kernel_loop_is_running, run_blocking
 
 @magics_class
 class AgMagics(Magics):
-    """IPython magics of the ag_jupyter extension (registered by ``%load_ext ag_jupyter``)."""
+    """The run magics of the ag_jupyter extension (registered by ``%load_ext ag_jupyter``).
+
+    Args:
+      shell: the InteractiveShell.
+      config: the extension's ``AgJupyter`` settings (None: defaults).
+    """
 
     def __init__(self, shell: Any, config: Any = None) -> None:
         super().__init__(shell)
@@ -38,47 +43,6 @@ class AgMagics(Magics):
 
         # Terminal IPython: no loop runs between cells; use IPython's own loop.
         return self.shell.loop_runner(get())
-
-    # -------------------------------------------------------------- %%ag_session
-    @magic_arguments()
-    @argument("--run-id", dest="run_id", help="Id of this session (default: generated).")
-    @argument("--graph-id", dest="graph_id", help='Graph label (default: "adhoc").')
-    @argument("--node-id", dest="node_id", help='Node label (default: "adhoc").')
-    @argument(
-        "--session-id",
-        dest="session_id",
-        help="Session id given to runs spawned from the cell (default: the run id, or "
-        "AgJupyter.default_session_id).",
-    )
-    @argument("--agent-id", dest="agent_id", help="Agent id for spawned runs.")
-    @argument("--app-id", dest="app_id", help="App id for spawned runs.")
-    @cell_magic
-    def ag_session(self, line: str, cell: str) -> Any:
-        """Run the cell inside ``open_session(...)`` with ``context`` bound.
-
-        The body runs on the kernel's event loop: top-level ``await`` works and spawned
-        runs keep going after the cell. ``context`` is restored to its previous value
-        afterwards; the session closes even on an error or an interrupt. The cell's last
-        expression is displayed as usual.
-
-        Example::
-
-            %%ag_session --session-id demo
-            run_id = await context.runner().spawn_run("slow", inputs={"seconds": 5})
-        """
-        from .transformer import run_session_cell
-
-        # Reached only by a direct run_cell_magic(...) call: cells are rewritten by the
-        # input transformer before IPython's cell-magic handling sees them.
-        return run_blocking(
-            self.shell,
-            lambda: run_session_cell(self.shell, line, cell),
-            what="%%ag_session via run_cell_magic",
-            alternative="write it as a %%ag_session cell (the cell form runs on the "
-            "kernel's loop)",
-            config=self.ag_config,
-            may_step=not _awaits(cell),
-        )
 
     # ------------------------------------------------------------------- %ag_runs
     @magic_arguments()
@@ -184,14 +148,26 @@ class AgMagics(Magics):
     @magic_arguments()
     @argument("run_id", help="The run to wait for.")
     @argument("--timeout", type=float, default=None, help="Seconds to wait at most.")
+    @argument(
+        "--return",
+        dest="return_record",
+        action="store_true",
+        help="Also return the RunRecord (e.g. `rec = %%ag_wait RUN_ID --return`).",
+    )
     @line_magic
     def ag_wait(self, line: str) -> Any:
-        """Wait for a run to finish and return its record.
+        """Wait for a run to finish and print one status line: id, status, duration and
+        error (``run-…: failed in 1.2 s — ValueError: …``).
+
+        Returns nothing, so a notebook shows only that line; with ``--return`` it also
+        returns the ``RunRecord`` (``rec = %ag_wait RUN_ID --return``). IPython cannot
+        tell a magic that its value is assigned, hence the option.
 
         In a notebook the kernel's loop is busy running the cell, so a synchronous wait
         would block the very loop that runs the run: unless
         ``AgJupyter.blocking_waits = 'nest_asyncio2'`` is set, a run that is still live
         gives a ``UsageError`` saying to ``await get_run_manager().wait_run(run_id)``.
+        A finished run's line is printed at once in every case.
         """
         args = parse_argstring(self.ag_wait, line)
         try:
@@ -201,7 +177,11 @@ class AgMagics(Magics):
         manager = self.manager()
         record = manager.find_record(args.run_id)
         if record is None:
-            raise UsageError(str(manager._not_found(args.run_id)))
+            raise UsageError(
+                f"%ag_wait: no run with id {args.run_id!r} in this kernel; see %ag_runs "
+                "for run ids (runs of earlier kernels: await get_run_manager()"
+                ".get_record(run_id))"
+            )
         if not record.status.is_terminal:
             try:
                 record = run_blocking(
@@ -224,28 +204,7 @@ class AgMagics(Magics):
             + (f" in {duration}" if duration else "")
             + (f" — {record.error}" if record.error else "")
         )
-        return record
-
-
-def session_magic_parser() -> Any:
-    """The ``magic_arguments`` parser of ``%%ag_session`` (shared with the transformer)."""
-    return AgMagics.ag_session.parser
-
-
-def session_magic_usage() -> str:
-    """The usage line of ``%%ag_session``."""
-    return session_magic_parser().format_usage()
-
-
-def _awaits(source: str) -> bool:
-    import ast
-
-    try:
-        code = compile(source, "<ag_session>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-    except SyntaxError:
-        return False
-    return bool(code.co_flags & 0x80)  # CO_COROUTINE
-
+        return record if args.return_record else None
 
 def _widgets_available(shell: Any) -> bool:
     """True in a Jupyter kernel (a front end that can render widgets may be attached)."""

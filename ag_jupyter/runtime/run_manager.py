@@ -242,14 +242,6 @@ class RunManager:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
 
-    def __repr__(self) -> str:
-        counts = Counter(live.record.status.value for live in self._live.values())
-        shown = ", ".join(f"{status}={n}" for status, n in sorted(counts.items())) or "idle"
-        return (
-            f"<RunManager {shown}; {self._active}/{self._max_concurrency} slots, "
-            f"{len(self._recent)} finished in memory, store={type(self.store).__name__}>"
-        )
-
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Bind this manager to ``loop`` before its first run (``get_run_manager`` does).
 
@@ -291,6 +283,21 @@ class RunManager:
     def closed(self) -> bool:
         """True after :meth:`close`."""
         return self._closed
+
+    def __repr__(self) -> str:
+        """One line with the runs in memory counted by status, e.g. ``<RunManager running=2
+        pending=1 succeeded=10 failed=1 max_concurrency=8>`` (``closed`` first once closed).
+
+        Counts come from :meth:`recent_records` (live runs and the last ``RECENT_RECORDS``
+        finished ones); the store is never read.
+        """
+        counts = Counter(live.record.status for live in self._live.values())
+        counts.update(r.status for rid, r in self._recent.items() if rid not in self._live)
+        parts = ["<RunManager", *(["closed"] if self._closed else [])]
+        parts += [f"{status.value}={counts[status]}" for status in RunStatus if counts[status]]
+        if not counts:
+            parts.append("no runs")
+        return " ".join([*parts, f"max_concurrency={self._max_concurrency}"]) + ">"
 
     def live_records(self) -> list[RunRecord]:
         """Records of runs not yet terminal, oldest first (sync; no store access)."""
