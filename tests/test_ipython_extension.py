@@ -339,3 +339,38 @@ def test_ag_wait_prints_one_line_and_returns_nothing_unless_asked(shell, capsys)
     assert out.startswith(f"{record.run_id}: failed in ") and "ValueError: bad input" in out
     result = run(shell, f"rec = %ag_wait {record.run_id} --return")
     assert shell.user_ns["rec"] == record
+
+
+def test_config_mcp_servers_reaches_context_mcp_and_unload_stops_the_server(shell, caplog):
+    import sys
+    from pathlib import Path
+
+    import psutil
+
+    from ag_jupyter.runtime import list_mcp_clients
+
+    command = [str(Path(sys.executable).parent / "mcp-server-time")]
+    # %config reports a TraitError as an error line; nothing is configured.
+    shell.run_line_magic("config", "AgJupyter.mcp_servers = {'time': {'command': 42}}")
+    assert "MCP server 'time': 'command' must be" in caplog.text
+    assert "time" not in list_mcp_clients()
+    setting = f"AgJupyter.mcp_servers = {{'time': {{'command': {command!r}}}}}"
+    shell.run_line_magic("config", setting)
+    result = run(
+        shell,
+        "%%ag_session\n"
+        "now = await context.mcp('time').call('get_current_time', {'timezone': 'UTC'})\n"
+        "pid = context.mcp('time').pid\n",
+    )
+    assert result.error_in_exec is None
+    assert shell.user_ns["now"]["structuredContent"]["timezone"] == "UTC"
+    server = psutil.Process(shell.user_ns["pid"])
+    shell.run_line_magic("unload_ext", "ag_jupyter")
+    shell.loop_runner(asyncio.sleep(0.5))  # the close was scheduled on the kernel's loop
+    gone, _ = psutil.wait_procs([server], timeout=10)
+    assert gone, "the MCP server outlived %unload_ext"
+    assert "time" not in list_mcp_clients()
+    shell.run_line_magic("load_ext", "ag_jupyter")  # the %config setting applies again
+    assert "time" in list_mcp_clients()
+    shell.run_line_magic("config", "AgJupyter.mcp_servers = {}")
+    assert "time" not in list_mcp_clients()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, validate
+from traitlets import Bool, Dict, Enum, Float, Int, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
 
@@ -48,6 +48,23 @@ class AgJupyter(Configurable):
     show_panel_on_load = Bool(
         False, help="Display the run panel when the extension is loaded."
     ).tag(config=True)
+    mcp_servers = Dict(
+        {},
+        help="MCP servers by name, reached as context.mcp(name): {'time': {'command': "
+        "['mcp-server-time']}, 'web': {'url': 'http://127.0.0.1:8000/mcp', 'headers': "
+        "{...}}} (see ag_jupyter.runtime.configure_mcp_servers). Started on first use; "
+        "assigning again replaces the set (unchanged servers keep running).",
+    ).tag(config=True)
+
+    @validate("mcp_servers")
+    def _check_mcp_servers(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        from ..runtime import MCPConfigError, configure_mcp_servers
+
+        try:
+            configure_mcp_servers(proposal["value"])  # validates, then applies
+        except MCPConfigError as exc:
+            raise TraitError(f"AgJupyter.mcp_servers: {exc}") from None
+        return proposal["value"]
 
     @validate("max_concurrency")
     def _check_concurrency(self, proposal: dict[str, Any]) -> int:

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..runtime import current_run_managers, set_run_manager_factory
+from ..runtime import (
+    close_all_mcp_clients_soon,
+    configure_mcp_servers,
+    current_run_managers,
+    set_run_manager_factory,
+)
 from ..runtime.defaults import build_manager
 from .config import STATE_ATTR, AgJupyter, ExtensionState, extension_state
 from .magics import AgMagics
@@ -40,6 +45,8 @@ def load_ipython_extension(shell: Any) -> None:
             manager.max_concurrency = change["new"]
 
     config.observe(apply_concurrency, "max_concurrency")
+    if config.mcp_servers:  # from ipython_config.py: validation only runs on assignment
+        configure_mcp_servers(config.mcp_servers)
     setattr(
         shell,
         STATE_ATTR,
@@ -74,5 +81,8 @@ def unload_ipython_extension(shell: Any) -> None:
     from ..widgets.run_panel import close_all_panels
 
     close_all_panels()
+    # MCP servers are the extension's to stop (runs keep running, the servers do not).
+    configure_mcp_servers({})
+    close_all_mcp_clients_soon()
     set_run_manager_factory(None)
     delattr(shell, STATE_ATTR)
