@@ -160,18 +160,19 @@ async def test_seed001_basic_usage() -> None:
     assert isinstance(ctx, NodeContext)
 
 
-async def test_seed001_overriding_runtime_parameters_rejects_the_unknown_foo() -> None:
-    """The example passes ``foo="bar"`` as a stand-in for a runtime override. DESIGN.md
-    makes an unknown override a ``TypeError`` naming the accepted ones, so this example
-    fails loudly instead of silently ignoring ``foo``."""
+async def test_seed001_overriding_runtime_parameters_keeps_the_unknown_foo() -> None:
+    """The example passes ``foo="bar"`` as a stand-in for a runtime override. It runs (issue
+    13): ``foo`` is kept in ``ctx.rt_overrides`` and a ``UserWarning`` names it with the
+    accepted overrides, so a typo stays visible."""
     from ag_jupyter import open_session
 
-    with pytest.raises(TypeError, match=r"'foo'.*accepted") as info:
+    with pytest.warns(UserWarning, match=r"'foo'.*accepted.*max_concurrency"):
         # --- example (seed 001, open_session: overriding runtime parameters)
         async with open_session(graph_id="mygraph", node_id="customnode", foo="bar") as ctx:
             ...
         # --- end
-    assert "max_concurrency" in str(info.value)
+    assert ctx.rt_overrides == {"foo": "bar"}
+    assert (ctx.graph_id, ctx.node_id) == ("mygraph", "customnode")
     # The same call with an accepted override works.
     async with open_session(graph_id="mygraph", node_id="customnode", max_concurrency=2) as ctx:
         assert (ctx.graph_id, ctx.node_id) == ("mygraph", "customnode")
