@@ -35,6 +35,18 @@ __all__ = [
 ]
 
 _RUNS_LOGGER = logging.getLogger("ag_jupyter.runs")
+# Guards the unfinished output lines of every run (writes are rare; one lock is enough).
+_output_lock = threading.Lock()
+
+
+def _last_drawn(text: str) -> str:
+    """What a terminal would show of ``text`` after its carriage returns (``\r``)."""
+    if "\r" not in text:
+        return text
+    for segment in reversed(text.split("\r")):
+        if segment:
+            return segment
+    return ""
 
 
 class RunScope:
@@ -46,14 +58,13 @@ class RunScope:
       live: the manager's ``LiveRun`` of a graph body, None for a session.
     """
 
-    __slots__ = ("_context", "_lock", "_partial", "live", "manager")
+    __slots__ = ("_context", "_partial", "live", "manager")
 
     def __init__(self, manager: Any, live: Any = None, context: Any = None) -> None:
         self.manager = manager
         self.live = live
         self._context = context
-        self._lock = threading.Lock()
-        self._partial: dict[str, str] = {}
+        self._partial: dict[str, str] | None = None  # unfinished output lines, by stream
 
     @property
     def is_run(self) -> bool:
@@ -88,24 +99,25 @@ class RunScope:
         :meth:`flush_output`."""
         if not text:
             return
-        with self._lock:
-            buffered = self._partial.get(stream, "") + text
+        with _output_lock:
+            partial = self._partial
+            if partial is None:
+                partial = self._partial = {}
+            buffered = partial.get(stream, "") + text
             *lines, rest = buffered.split("\n")
-            if "\r" in rest:
-                rest = rest.rsplit("\r", 1)[1] or rest.rstrip("\r").rsplit("\r", 1)[-1]
-            self._partial[stream] = rest
+            if "\r" in rest:  # keep the last drawing, and whether it is to be redrawn
+                rest = _last_drawn(rest) + ("\r" if rest.endswith("\r") else "")
+            partial[stream] = rest
         for line in lines:
-            if "\r" in line:
-                line = line.rstrip("\r").rsplit("\r", 1)[-1]
-            self._log_line(stream, line)
+            self._log_line(stream, _last_drawn(line))
 
     def flush_output(self) -> None:
         """Log what is left of unfinished lines (at the end of the body, or on flush())."""
-        with self._lock:
-            partial, self._partial = self._partial, {}
-        for stream, rest in partial.items():
+        with _output_lock:
+            partial, self._partial = self._partial, None
+        for stream, rest in (partial or {}).items():
             if rest:
-                self._log_line(stream, rest)
+                self._log_line(stream, _last_drawn(rest))
 
     def _log_line(self, stream: str, line: str) -> None:
         services = getattr(self.manager, "services", None)
