@@ -28,6 +28,7 @@ from ag_jupyter.runtime import (
     set_blocking_waits,
 )
 from ag_jupyter.runtime import current as current_mod
+from ag_jupyter.runtime.launch import shutdown_runner_loop
 
 _names: list[str] = []
 
@@ -356,9 +357,14 @@ def test_run_from_a_script_uses_a_background_loop_and_keeps_one_manager() -> Non
     def g(x: int) -> int:
         return x * 3
 
-    assert run(g, {"x": 2}) == {"result": 6}
-    assert g.sync(x=3) == {"result": 9}
-    assert threading.current_thread() is threading.main_thread()
+    try:
+        assert run(g, {"x": 2}) == {"result": 6}
+        assert g.sync(x=3) == {"result": 9}
+        loops = {id(t) for t in threading.enumerate() if t.name == "ag_jupyter-runner"}
+        assert len(loops) == 1
+    finally:
+        shutdown_runner_loop()
+    assert not any(t.name == "ag_jupyter-runner" for t in threading.enumerate())
 
 
 async def test_run_from_a_sync_body_is_a_child_run_on_the_bodys_manager() -> None:

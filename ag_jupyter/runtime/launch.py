@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import threading
 import warnings
@@ -27,7 +28,7 @@ from .errors import RunInputError
 from .graphs import GraphFunction, GraphSpec, forget_exceptions_of, keep_exceptions_of
 from .models import RunRecord, RunStatus
 
-__all__ = ["blocking_waits", "run", "run_async", "set_blocking_waits"]
+__all__ = ["blocking_waits", "run", "run_async", "set_blocking_waits", "shutdown_runner_loop"]
 
 BlockingMode = Literal["error", "nest_asyncio2"]
 #: Environment variable read when :func:`set_blocking_waits` was never called.
@@ -330,8 +331,36 @@ class _LoopThread:
             raise
 
 
+    def shutdown(self, timeout_s: float) -> None:
+        assert self.loop is not None
+        loop = self.loop
+
+        async def close_manager() -> None:
+            with contextlib.suppress(RuntimeError):
+                await get_run_manager(create=False).close(timeout_s=timeout_s)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(close_manager(), loop).result(timeout_s + 1)
+        loop.call_soon_threadsafe(loop.stop)
+        self.thread.join(timeout_s)
+        if not self.thread.is_alive():
+            loop.close()
+
+
 _loop_thread: _LoopThread | None = None
 _loop_lock = threading.Lock()
+
+
+def shutdown_runner_loop(timeout_s: float = 5.0) -> None:
+    """Stop the background loop the blocking ``run()`` uses from scripts (if started): its
+    manager is closed (live runs cancelled, reason ``manager_closed``, up to ``timeout_s``
+    seconds), then the loop. The next ``run()`` starts a new one. For tests and for
+    scripts that want to end their runs before exiting."""
+    global _loop_thread
+    with _loop_lock:
+        thread, _loop_thread = _loop_thread, None
+    if thread is not None and thread.thread.is_alive():
+        thread.shutdown(timeout_s)
 
 
 def _background_loop() -> _LoopThread:
