@@ -691,7 +691,8 @@ class RunManager:
                 loop.call_soon_threadsafe(settle, *outcome)
 
         # A daemon thread per sync run: a sync graph that never checks the cancel flag must
-        # not keep the interpreter from exiting, as a pool's non-daemon worker would.
+        # not keep the interpreter from exiting, as a pool's non-daemon worker would. It runs
+        # in a copy of this task's context, so the body sees the current run (current.py).
         threading.Thread(
             target=contextvars.copy_context().run,
             args=(worker,),
