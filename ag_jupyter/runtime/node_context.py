@@ -76,6 +76,17 @@ class _Done:
 
 _DONE = _Done()
 
+# AetherGraph NodeContext methods this runtime does not have (yet), and what to do instead.
+_NOT_AVAILABLE = {
+    "channel": "the channel API comes with ag_jupyter's human-in-the-loop feature; report "
+    "progress with context.logger() meanwhile",
+    "kb": "AetherGraph's knowledge base is not available; use context.rag when one is "
+    "registered",
+    "planner": "AetherGraph's planner service is not part of ag_jupyter",
+    "viz": "AetherGraph's viz service is not part of ag_jupyter; save figures with "
+    "context.artifacts()",
+}
+
 
 class RunnerFacade:
     """``context.runner()``: launch and control runs with this context's defaults.
@@ -422,9 +433,11 @@ class NodeContext:
         try:
             bound = self.svc(name)
         except ServiceNotConfiguredError:
+            hint = _NOT_AVAILABLE.get(name) or (
+                f"register a service with register_context_service({name!r}, obj)"
+            )
             raise AttributeError(
-                f"NodeContext has no attribute or service {name!r}; register a service with "
-                f"register_context_service({name!r}, obj)"
+                f"NodeContext has no attribute or service {name!r}; {hint}"
             ) from None
         return ServiceHandle(name, bound)
 
