@@ -349,3 +349,22 @@ def test_service_accessors_are_typed_with_the_real_classes() -> None:
         annotation = typing.get_type_hints(getattr(NodeContext, accessor))["return"]
         assert isinstance(annotation, type) and annotation is not typing.Any
         assert any(not name.startswith("_") for name in dir(annotation))
+
+
+async def test_notebook_completion_on_context_kv_lists_its_methods() -> None:
+    pytest.importorskip("jedi")
+    from IPython.core.completer import provisionalcompleter
+    from IPython.core.interactiveshell import InteractiveShell
+
+    InteractiveShell.clear_instance()
+    shell = InteractiveShell.instance()
+    try:
+        async with open_session() as context:
+            shell.user_ns["context"] = context
+            shell.Completer.use_jedi = True
+            code = "context.kv()."
+            with provisionalcompleter():
+                found = {c.text for c in shell.Completer.completions(code, len(code))}
+    finally:
+        InteractiveShell.clear_instance()
+    assert {"get", "set", "delete"} <= found
