@@ -60,8 +60,8 @@ async def log_messages(run_id: str) -> list[str]:
 
 
 # ============================================================ docs/reference/graph-graph-fn.md
-async def test_docs_reference_graph_graph_fn_md_L132_decorator_returns_graph_function() -> None:
-    # --- example (docs/reference/graph-graph-fn.md:132)
+async def test_docs_reference_graph_graph_fn_md_L86_decorator_returns_graph_function() -> None:
+    # --- example (docs/reference/graph-graph-fn.md:86)
     from ag_jupyter import NodeContext, graph_fn
 
     @graph_fn(name="example", inputs=["x"], outputs=["y"])
@@ -74,10 +74,10 @@ async def test_docs_reference_graph_graph_fn_md_L132_decorator_returns_graph_fun
     assert await example(x=1) == {"y": None}
 
 
-async def test_docs_reference_graph_graph_fn_md_L194_plain_callables_inline() -> None:
+async def test_docs_reference_graph_graph_fn_md_L148_plain_callables_inline() -> None:
     from ag_jupyter import NodeContext, graph_fn
 
-    # --- example (docs/reference/graph-graph-fn.md:194)
+    # --- example (docs/reference/graph-graph-fn.md:148)
     def local_scale(x: int, factor: int = 2) -> int:
         return x * factor
 
@@ -93,10 +93,10 @@ async def test_docs_reference_graph_graph_fn_md_L194_plain_callables_inline() ->
 
 
 # ======================================================================== docs/graph_fn.md
-async def test_docs_graph_fn_md_L118_single_literal_with_one_declared_output() -> None:
+async def test_docs_graph_fn_md_L93_single_literal_with_one_declared_output() -> None:
     from ag_jupyter import graph_fn
 
-    # --- example (docs/graph_fn.md:118)
+    # --- example (docs/graph_fn.md:93)
     @graph_fn(name="one", outputs=["y"])
     async def one(*, context):
         return 123  # normalized to {"y": 123}
@@ -104,7 +104,7 @@ async def test_docs_graph_fn_md_L118_single_literal_with_one_declared_output() -
     assert await one() == {"y": 123}
 
 
-async def test_docs_graph_fn_md_L128_validation_rules() -> None:
+async def test_docs_graph_fn_md_L101_validation_rules() -> None:
     from ag_jupyter import graph_fn
 
     @graph_fn(name="misses", outputs=["a", "b"])
@@ -123,15 +123,15 @@ async def test_docs_graph_fn_md_L128_validation_rules() -> None:
         await literal()
 
 
-async def test_docs_graph_fn_md_L190_minimal_patterns_square_and_stats() -> None:
+async def test_docs_graph_fn_md_L165_minimal_patterns_square_and_stats() -> None:
     from ag_jupyter import graph_fn
 
-    # --- example (docs/graph_fn.md:190, "One output (literal)")
+    # --- example (docs/graph_fn.md:165, "One output (literal)")
     @graph_fn(name="square", outputs=["y"])
     async def square(x: int, *, context):
         return x * x
     # --- end
-    # --- example (docs/graph_fn.md:197, "Multi-output dict")
+    # --- example (docs/graph_fn.md:172, "Multi-output dict")
     @graph_fn(name="stats", outputs=["mean","std"])
     async def stats(xs: list[float], *, context):
         import statistics as st
@@ -139,19 +139,19 @@ async def test_docs_graph_fn_md_L190_minimal_patterns_square_and_stats() -> None
     # --- end
     assert await square(x=7) == {"y": 49}
     assert await stats(xs=[1.0, 3.0]) == {"mean": 2.0, "std": 1.0}
-    # docs/graph_fn.md:134 "Running": res = await my_fn(a=1, b=2); out = my_fn.sync(...)
+    # docs/graph_fn.md:108 "Running": res = await my_fn(a=1, b=2); out = my_fn.sync(...)
     res = await square(x=3)
     assert res == {"y": 9}
 
 
-def test_docs_graph_fn_md_L134_sync_helper_from_a_script() -> None:
+def test_docs_graph_fn_md_L108_sync_helper_from_a_script() -> None:
     from ag_jupyter import graph_fn
 
     @graph_fn(name="my_fn")
     async def my_fn(a: int, b: int):
         return {"sum": a + b}
 
-    # --- example (docs/graph_fn.md:139)
+    # --- example (docs/graph_fn.md:108)
     # Sync helper (scripts/CLI/tests)
     out = my_fn.sync(a=1, b=2)
     # --- end
@@ -159,8 +159,8 @@ def test_docs_graph_fn_md_L134_sync_helper_from_a_script() -> None:
 
 
 # ================================================================ docs/reference/graph-tool.md
-def test_docs_reference_graph_tool_md_L108_simple_synchronous_tool() -> None:
-    # --- example (docs/reference/graph-tool.md:108)
+def test_docs_reference_graph_tool_md_L109_simple_synchronous_tool() -> None:
+    # --- example (docs/reference/graph-tool.md:109)
     from ag_jupyter import tool
 
     @tool(outputs=["y"])
@@ -173,14 +173,14 @@ def test_docs_reference_graph_tool_md_L108_simple_synchronous_tool() -> None:
     # --- end
 
 
-async def test_docs_reference_graph_tool_md_L131_async_tool(
+async def test_docs_reference_graph_tool_md_L132_async_tool(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     async def some_async_http_get(url: str) -> str:  # the example's placeholder
         await asyncio.sleep(0)
         return f"<html from {url}>"
 
-    # --- example (docs/reference/graph-tool.md:131)
+    # --- example (docs/reference/graph-tool.md:132)
     from ag_jupyter import tool
 
     @tool(outputs=["text"])
@@ -195,8 +195,8 @@ async def test_docs_reference_graph_tool_md_L131_async_tool(
     assert capsys.readouterr().out == "<html from https://example.com>\n"
 
 
-async def test_docs_reference_graph_tool_md_L83_context_aware_tool() -> None:
-    # --- example (docs/reference/graph-tool.md:83)
+async def test_docs_reference_graph_tool_md_L84_context_aware_tool() -> None:
+    # --- example (docs/reference/graph-tool.md:84)
     from ag_jupyter import NodeContext, tool
 
     @tool(outputs=["y"], inputs=["x"])
@@ -218,8 +218,8 @@ async def test_docs_reference_graph_tool_md_L83_context_aware_tool() -> None:
     assert (step["name"], step["inputs_preview"]) == ("double_with_log", '{"x": 21}')
 
 
-async def test_docs_reference_graph_tool_md_L154_explicit_inputs_with_non_data_params() -> None:
-    # --- example (docs/reference/graph-tool.md:154)
+async def test_docs_reference_graph_tool_md_L155_explicit_inputs_with_non_data_params() -> None:
+    # --- example (docs/reference/graph-tool.md:155)
     from ag_jupyter import NodeContext, tool
 
     @tool(outputs=["out"], inputs=["a", "b"])
@@ -237,8 +237,8 @@ async def test_docs_reference_graph_tool_md_L154_explicit_inputs_with_non_data_p
 
 
 # ========================================================== docs/build-graphs/tool.md, tools.md
-def test_docs_build_graphs_tool_md_L39_minimal_example() -> None:
-    # --- example (docs/build-graphs/tool.md:39)
+def test_docs_build_graphs_tool_md_L40_minimal_example() -> None:
+    # --- example (docs/build-graphs/tool.md:40)
     from ag_jupyter import tool
 
     @tool(outputs=["y"])
@@ -262,10 +262,10 @@ def test_docs_tools_md_L84_immediate_execution() -> None:
     assert out == {"sum": 10, "mean": 2.5}
 
 
-def test_docs_reference_decorators_md_L100_reusable_step(
+def test_docs_reference_decorators_md_L101_reusable_step(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # --- example (docs/reference/decorators.md:100)
+    # --- example (docs/reference/decorators.md:101)
     from ag_jupyter import tool
 
     @tool(outputs=["sum", "count"])
@@ -279,8 +279,8 @@ def test_docs_reference_decorators_md_L100_reusable_step(
 
 
 # ===================================================== docs/key-concepts/agent-via-graph-fn.md
-async def test_docs_key_concepts_agent_via_graph_fn_md_L49_sum_tool() -> None:
-    # --- example (docs/key-concepts/agent-via-graph-fn.md:49)
+async def test_docs_key_concepts_agent_via_graph_fn_md_L50_sum_tool() -> None:
+    # --- example (docs/key-concepts/agent-via-graph-fn.md:50)
     from typing import List  # noqa: UP035
 
     from ag_jupyter import tool
@@ -303,7 +303,7 @@ async def test_docs_key_concepts_agent_via_graph_fn_md_L49_sum_tool() -> None:
 
 
 def _define_pipeline() -> Any:
-    # --- example (docs/key-concepts/agent-via-graph-fn.md:87)
+    # --- example (docs/key-concepts/agent-via-graph-fn.md:88)
     from ag_jupyter import NodeContext, graph_fn
 
     @graph_fn(name="step1")
@@ -320,7 +320,7 @@ def _define_pipeline() -> Any:
         b = await step2(a["y"]) # → child node
         return {"z": b["z"]}
     # --- end
-    # --- example (docs/key-concepts/agent-via-graph-fn.md:107)
+    # --- example (docs/key-concepts/agent-via-graph-fn.md:108)
     import asyncio
 
     @graph_fn(name="concurrent_steps")
@@ -331,14 +331,14 @@ def _define_pipeline() -> Any:
     return pipeline, concurrent_steps
 
 
-async def test_docs_key_concepts_agent_via_graph_fn_md_L87_chaining_and_nesting() -> None:
+async def test_docs_key_concepts_agent_via_graph_fn_md_L88_chaining_and_nesting() -> None:
     pipeline, concurrent_steps = _define_pipeline()
-    # --- example (docs/key-concepts/agent-via-graph-fn.md:126, Option A)
+    # --- example (docs/key-concepts/agent-via-graph-fn.md:127, Option A)
     # In an async function
     result = await pipeline(3)
     # --- end
     assert result == {"z": 8}
-    # --- example (docs/key-concepts/agent-via-graph-fn.md:141, Option C)
+    # --- example (docs/key-concepts/agent-via-graph-fn.md:142, Option C)
     from ag_jupyter.runner import run_async
     # In an async function
     result = await run_async(pipeline, inputs={"x": 3})
@@ -352,9 +352,9 @@ async def test_docs_key_concepts_agent_via_graph_fn_md_L87_chaining_and_nesting(
     assert all(r.status is RunStatus.succeeded for r in children)
 
 
-def test_docs_key_concepts_agent_via_graph_fn_md_L133_synchronous_helper() -> None:
+def test_docs_key_concepts_agent_via_graph_fn_md_L134_synchronous_helper() -> None:
     pipeline, _ = _define_pipeline()
-    # --- example (docs/key-concepts/agent-via-graph-fn.md:133, Option B)
+    # --- example (docs/key-concepts/agent-via-graph-fn.md:134, Option B)
     from ag_jupyter.runner import run
     final = run(pipeline, inputs={"x": 3})
     # --- end
@@ -362,7 +362,7 @@ def test_docs_key_concepts_agent_via_graph_fn_md_L133_synchronous_helper() -> No
 
 
 # ================================================ docs/key-concepts/concurrency-orchestration.md
-async def test_docs_key_concepts_concurrency_orchestration_md_L215_graph_level_patterns() -> None:
+async def test_docs_key_concepts_concurrency_orchestration_md_L93_graph_level_patterns() -> None:
     from ag_jupyter import graph_fn
 
     @graph_fn(name="graph_fn1")
@@ -374,19 +374,19 @@ async def test_docs_key_concepts_concurrency_orchestration_md_L215_graph_level_p
         return {"b": b}
 
     graph1, graph2, N = graph_fn1, graph_fn2, 4
-    # --- example (docs/key-concepts/concurrency-orchestration.md:215, A)
+    # --- example (docs/key-concepts/concurrency-orchestration.md:93, A)
     res1 = await graph_fn1(a=1, max_concurrency=N) # graph-level concurrency
     res2 = await graph_fn2(b=2, max_concurrency=N)
     # --- end
     assert (res1, res2) == ({"a": 1}, {"b": 2})
-    # --- example (docs/key-concepts/concurrency-orchestration.md:222, B)
+    # --- example (docs/key-concepts/concurrency-orchestration.md:100, B)
     res1, res2 = await asyncio.gather(
         graph_fn1(a=1, max_concurrency=N),
         graph_fn2(b=2, max_concurrency=N),
     )
     # --- end
     assert (res1, res2) == ({"a": 1}, {"b": 2})
-    # --- example (docs/key-concepts/concurrency-orchestration.md:231, C)
+    # --- example (docs/key-concepts/concurrency-orchestration.md:109, C)
     from ag_jupyter.runner import run_async
 
     res1, res2 = await asyncio.gather(
@@ -397,7 +397,7 @@ async def test_docs_key_concepts_concurrency_orchestration_md_L215_graph_level_p
     assert (res1, res2) == ({"a": 1}, {"b": 2})
 
 
-async def test_docs_key_concepts_introduction_md_L92_cross_graph_orchestration() -> None:
+async def test_docs_key_concepts_introduction_md_L93_cross_graph_orchestration() -> None:
     from ag_jupyter import graph_fn
 
     @graph_fn(name="agent_a")
@@ -408,7 +408,7 @@ async def test_docs_key_concepts_introduction_md_L92_cross_graph_orchestration()
     async def graph_fn_agent_b():
         return {"who": "b"}
 
-    # --- example (docs/key-concepts/introduction.md:92; the sketch's "..." arguments empty)
+    # --- example (docs/key-concepts/introduction.md:93; the sketch's "..." arguments empty)
     # Concurrent reactive runs
     await asyncio.gather(
         graph_fn_agent_a(),   # a @graph_fn with async __call__
@@ -423,13 +423,13 @@ async def test_docs_key_concepts_introduction_md_L92_cross_graph_orchestration()
 
 
 # =================================================== docs/key-concepts/extending-context.md
-async def test_docs_key_concepts_extending_context_md_L42_trainer_service() -> None:
+async def test_docs_key_concepts_extending_context_md_L45_trainer_service() -> None:
     job_id, status = "abc123", "COMPLETED"  # the sketch's placeholders
     ckpt = type("Ckpt", (), {"uri": "file://ckpt"})()
     namespace = {"job_id": job_id, "status": status, "ckpt": ckpt}
     exec(  # module-level code, so the sketch's placeholders are its globals
         '''
-# --- example (docs/key-concepts/extending-context.md:42)
+# --- example (docs/key-concepts/extending-context.md:45)
 from ag_jupyter import Service
 
 class Trainer(Service):
@@ -446,20 +446,20 @@ class Trainer(Service):
 from ag_jupyter.runtime import register_context_service
 register_context_service("trainer",  Trainer())
 from ag_jupyter import graph_fn, tool
-# --- example (docs/key-concepts/extending-context.md:13)
+# --- example (docs/key-concepts/extending-context.md:14)
 @graph_fn(name="demo")
 async def demo(*, context):
     info = await context.trainer().inspect_job(job_id="abc123")
     return {"status": info["status"]}
 # --- end
-# --- example (docs/key-concepts/extending-context.md:78)
+# --- example (docs/key-concepts/extending-context.md:79)
 @graph_fn(name="train_model", outputs=["job_id", "ckpt_uri"])
 async def train_model(spec: dict, *, context):
     #  Submit to your cluster via the custom service
     job_id = await context.trainer().submit(spec)
     return {"job_id": job_id, "ckpt_uri": ckpt.uri}
 # --- end
-# --- example (docs/key-concepts/extending-context.md:88)
+# --- example (docs/key-concepts/extending-context.md:89)
 @tool(name="wait_for_training", outputs=["ready"])
 async def wait_for_training(job_id: str, *, context) -> dict:
     # Inspect you job through your service
@@ -478,11 +478,11 @@ async def wait_for_training(job_id: str, *, context) -> dict:
 
 
 # ===================================================== docs/external-context-services.md
-async def test_docs_external_context_services_md_L31_define_register_use() -> None:
+async def test_docs_external_context_services_md_L32_define_register_use() -> None:
     from ag_jupyter import NodeContext, Service, graph_fn
     from ag_jupyter.runtime import register_context_service
 
-    # --- example (docs/external-context-services.md:31)
+    # --- example (docs/external-context-services.md:32)
     class MyService(Service):
         def __init__(self, config):
             super().__init__()
@@ -501,10 +501,10 @@ async def test_docs_external_context_services_md_L31_define_register_use() -> No
             # example: consult cache, maybe call out to an API, return a value
             ...
     # --- end
-    # --- example (docs/external-context-services.md:53)
+    # --- example (docs/external-context-services.md:54)
     register_context_service("myservice", MyService(config={"mode": "dev"}))
     # --- end
-    # --- example (docs/external-context-services.md:59)
+    # --- example (docs/external-context-services.md:60)
     @graph_fn(name="demo")
     async def demo(*, context: NodeContext):
         value = await context.myservice.do_something("foo")
@@ -517,7 +517,7 @@ async def test_docs_external_context_services_md_L31_define_register_use() -> No
 
 
 # =================================================== docs/reference/context-extension.md
-async def test_docs_reference_context_extension_md_L18_minimal_flow_without_the_server() -> None:
+async def test_docs_reference_context_extension_md_L19_minimal_flow_without_the_server() -> None:
     from ag_jupyter import Service, start_server
     from ag_jupyter.runtime import register_context_service
 
@@ -535,7 +535,7 @@ async def test_docs_reference_context_extension_md_L18_minimal_flow_without_the_
     # 1) Start sidecar: ag_jupyter has none (the issue keeps start_server out of scope).
     with pytest.raises(NotImplementedError, match="no sidecar server"):
         start_server(port=0)
-    # --- example (docs/reference/context-extension.md:36, the rest of the flow)
+    # --- example (docs/reference/context-extension.md:19, the flow after start_server)
     # 2) Register a **singleton** instance for all contexts
     register_context_service("cache", MyCache())
 
@@ -549,8 +549,8 @@ async def test_docs_reference_context_extension_md_L18_minimal_flow_without_the_
         assert await do_work(context=context) == 42
 
 
-async def test_docs_reference_context_extension_md_L114_thread_safe_mutations() -> None:
-    # --- example (docs/reference/context-extension.md:114)
+async def test_docs_reference_context_extension_md_L115_thread_safe_mutations() -> None:
+    # --- example (docs/reference/context-extension.md:115)
     from ag_jupyter import Service
 
     class Counter(Service):
@@ -580,12 +580,12 @@ class _TempHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-async def test_docs_reference_context_extension_md_L130_wrapping_external_clients() -> None:
+async def test_docs_reference_context_extension_md_L131_wrapping_external_clients() -> None:
     pytest.importorskip("httpx")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _TempHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        # --- example (docs/reference/context-extension.md:130)
+        # --- example (docs/reference/context-extension.md:131)
         import httpx
 
         from ag_jupyter import Service
@@ -612,8 +612,8 @@ async def test_docs_reference_context_extension_md_L130_wrapping_external_client
         server.server_close()
 
 
-async def test_docs_reference_context_extension_md_L151_using_in_graphs_and_tools() -> None:
-    # --- example (docs/reference/context-extension.md:151)
+async def test_docs_reference_context_extension_md_L152_using_in_graphs_and_tools() -> None:
+    # --- example (docs/reference/context-extension.md:152)
     from ag_jupyter import Service
     from ag_jupyter.runtime import register_context_service
 
@@ -645,7 +645,7 @@ async def test_docs_tutorials_t7_md_L103_train_and_wait_with_a_fake_trainer() ->
     from ag_jupyter import Service
     from ag_jupyter.runtime import register_context_service
 
-    # --- example (docs/tutorials/t7-extend-runtime-custom-services.md:209)
+    # --- example (docs/tutorials/t7-extend-runtime-custom-services.md:210)
     class FakeTrainer(Service):
         async def submit(self, spec: dict) -> str:
             return "job-test-123"
@@ -657,7 +657,7 @@ async def test_docs_tutorials_t7_md_L103_train_and_wait_with_a_fake_trainer() ->
     register_context_service("trainer", FakeTrainer())
     # All code using context.trainer() now talks to the fake.
     # --- end
-    # --- example (docs/tutorials/t7-extend-runtime-custom-services.md:102)
+    # --- example (docs/tutorials/t7-extend-runtime-custom-services.md:103)
     from ag_jupyter import graph_fn, tool
 
     @graph_fn(name="train_and_wait", outputs=["job_id", "done"])
@@ -671,7 +671,7 @@ async def test_docs_tutorials_t7_md_L103_train_and_wait_with_a_fake_trainer() ->
         info = await context.trainer().inspect_job(job_id)
         return {"ready": info["status"] == "COMPLETED"}
     # --- end
-    # --- example (docs/tutorials/t7-extend-runtime-custom-services.md:29)
+    # --- example (docs/tutorials/t7-extend-runtime-custom-services.md:30)
     @graph_fn(name="demo_trainer")
     async def demo_trainer(*, context):
         job_id = await context.trainer().submit({"epochs": 10})
@@ -684,8 +684,8 @@ async def test_docs_tutorials_t7_md_L103_train_and_wait_with_a_fake_trainer() ->
     assert step["name"] == "wait_for_training" and step["outputs_preview"] == '{"ready": true}'
 
 
-async def test_docs_tutorials_t7_md_L152_counter_service_mutex() -> None:
-    # --- example (docs/tutorials/t7-extend-runtime-custom-services.md:152; Service from
+async def test_docs_tutorials_t7_md_L153_counter_service_mutex() -> None:
+    # --- example (docs/tutorials/t7-extend-runtime-custom-services.md:153; Service from
     # ag_jupyter: the tutorial's aethergraph.services.runtime.base does not exist in 0.1.0a15)
     import asyncio
 
@@ -709,10 +709,10 @@ async def test_docs_tutorials_t7_md_L152_counter_service_mutex() -> None:
     assert await counter.incr(0) == 50
 
 
-async def test_docs_tutorials_t7_md_L174_offload_blocking_work() -> None:
+async def test_docs_tutorials_t7_md_L175_offload_blocking_work() -> None:
     from ag_jupyter import Service
 
-    # --- example (docs/tutorials/t7-extend-runtime-custom-services.md:174)
+    # --- example (docs/tutorials/t7-extend-runtime-custom-services.md:175)
     class Heavy(Service):
         async def compute(self, x: int) -> int:
             return await self.run_blocking(self._slow_cpu_fn, x)  # threadpool offload
@@ -723,11 +723,11 @@ async def test_docs_tutorials_t7_md_L174_offload_blocking_work() -> None:
     assert await Heavy().compute(3) is None  # the sketch's body is "..."
 
 
-async def test_docs_tutorials_t7_md_L265_callable_services() -> None:
+async def test_docs_tutorials_t7_md_L266_callable_services() -> None:
     from ag_jupyter import Service
     from ag_jupyter.runtime import register_context_service
 
-    # --- example (docs/tutorials/t7-extend-runtime-custom-services.md:265)
+    # --- example (docs/tutorials/t7-extend-runtime-custom-services.md:266)
     class Predictor(Service):
         async def __call__(self, prompt: str) -> str:
             return await self.generate(prompt)
@@ -737,7 +737,7 @@ async def test_docs_tutorials_t7_md_L265_callable_services() -> None:
     # --- end
     register_context_service("predictor", Predictor())
     async with open_session() as context:
-        # --- example (docs/tutorials/t7-extend-runtime-custom-services.md:273)
+        # --- example (docs/tutorials/t7-extend-runtime-custom-services.md:266, the calls)
         text = await context.predictor("hello")               # calls __call__
         text = await context.predictor().generate("hello")    # explicit method
         # --- end
