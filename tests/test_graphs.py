@@ -35,13 +35,18 @@ def test_inputs_default_to_function_parameters(registry: GraphRegistry) -> None:
     assert registry.get("add").inputs == ("a", "b")
 
 
-def test_graph_fn_returns_the_function_unchanged(registry: GraphRegistry) -> None:
+def test_graph_fn_returns_a_graph_function_keeping_the_function(
+    registry: GraphRegistry,
+) -> None:
+    # Contract changed by issue 13: graph_fn returns AetherGraph's GraphFunction (awaiting
+    # it runs the graph); the decorated function is its ``fn``.
     @graph_fn("double", registry=registry)
     def double(x: int) -> int:
         return 2 * x
 
-    assert double(4) == 8
+    assert double.fn(4) == 8
     assert double.__graph_spec__ is registry.get("double")
+    assert registry.get("double").function is double.fn
 
 
 def test_graph_fn_registers_in_default_registry_without_registry_argument() -> None:
@@ -53,7 +58,7 @@ def test_graph_fn_registers_in_default_registry_without_registry_argument() -> N
 
     try:
         assert name in default_registry
-        assert default_registry.get(name).fn is g
+        assert default_registry.get(name).function is g.fn
     finally:
         default_registry.unregister(name)
 
@@ -174,16 +179,29 @@ async def test_single_declared_output_wraps_a_non_dict_return(
     assert outputs == {"summary": "ABC"}
 
 
-@pytest.mark.parametrize("declared", [None, ["a", "b"]])
-async def test_non_dict_return_becomes_result_unless_exactly_one_output_is_declared(
-    registry: GraphRegistry, manager: RunManager, declared: list[str] | None
+async def test_non_dict_return_becomes_result_when_no_output_is_declared(
+    registry: GraphRegistry, manager: RunManager
 ) -> None:
-    @graph_fn("plain", outputs=declared, registry=registry)
+    @graph_fn("plain", registry=registry)
     async def plain() -> list[int]:
         return [1, 2]
 
     _, outputs = await run(manager, "plain")
     assert outputs == {"result": [1, 2]}
+
+
+async def test_non_dict_return_with_two_declared_outputs_fails_naming_them(
+    registry: GraphRegistry, manager: RunManager
+) -> None:
+    # Contract changed by issue 13 (as AetherGraph documents and 0.1.0a15 does): a plain
+    # value with two or more declared outputs is an error, no longer {"result": value}.
+    @graph_fn("plain2", outputs=["a", "b"], registry=registry)
+    async def plain2() -> list[int]:
+        return [1, 2]
+
+    record, outputs = await run(manager, "plain2")
+    assert record.status is RunStatus.failed and outputs is None
+    assert record.error.startswith("ValueError: graph 'plain2' declares outputs ['a', 'b']")
 
 
 async def test_none_return_becomes_result_none(
@@ -299,7 +317,7 @@ async def test_registering_a_name_again_replaces_the_graph(
         return "second"
 
     assert len(registry) == 1
-    assert registry.get("cell").fn is second
+    assert registry.get("cell").function is second.fn
     _, outputs = await run(manager, "cell", extra=1)
     assert outputs == {"result": "second"}
 

@@ -1,4 +1,4 @@
-"""The code examples of the API documents (seeds 001 and 002), run as written.
+"""The code examples of the API documents (seeds 000, 001 and 002), run as written.
 
 Only their import lines change (``aethergraph.runtime`` -> ``ag_jupyter`` /
 ``ag_jupyter.runtime``). The examples use names they do not define (``runner`` in seed 002,
@@ -28,12 +28,110 @@ async def my_graph(prompt: str = "", payload: dict | None = None, x: int = 0) ->
     return {"prompt": prompt, "payload": payload, "x": x}
 
 
+@graph_fn("my-graph-id")
+async def my_graph_id(x: int = 0) -> dict[str, Any]:
+    """The graph seed 000's examples (0.1.0a15's NodeContext docstrings) launch."""
+    return {"x": x}
+
+
 @pytest.fixture(autouse=True)
 def _in_tmp_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     """Each example gets its own folder, so a default workspace never carries run ids
     (the examples use fixed ones such as ``run-custom-001``) from one test to the next."""
     monkeypatch.chdir(tmp_path)
 
+
+
+# ===================================================================== seed 000
+# Seed 000 renders the docstrings of 0.1.0a15's NodeContext.spawn_run / wait_run /
+# run_and_wait / cancel_run; their examples, with ``context`` an ad-hoc session's context.
+@pytest.fixture
+async def context() -> AsyncIterator[Any]:
+    from ag_jupyter import open_session
+
+    async with open_session() as ctx:
+        yield ctx
+
+
+async def test_seed000_spawn_through_the_context_and_the_preferred_equivalent(
+    context: Any,
+) -> None:
+    # --- example (seed 000, context.spawn_run: legacy context API)
+    run_id = await context.spawn_run("my-graph-id", inputs={"x": 1})
+    # --- end
+    first = run_id
+    # --- example (seed 000, context.spawn_run: preferred equivalent)
+    run_id = await context.runner().spawn_run("my-graph-id", inputs={"x": 1})
+    # --- end
+    for rid in (first, run_id):
+        record, outputs = await context.wait_run(rid, timeout_s=5, return_outputs=True)
+        assert record.status is RunStatus.succeeded and outputs == {"x": 1}
+        assert record.parent_run_id == context.run_id
+        assert record.session_id == context.session_id
+
+
+async def test_seed000_wait_through_the_context_and_the_preferred_equivalent(
+    context: Any,
+) -> None:
+    run_id = await context.spawn_run("my-graph-id", inputs={"x": 2})
+    # --- example (seed 000, context.wait_run: legacy API)
+    record = await context.wait_run(run_id)
+    # --- end
+    assert isinstance(record, RunRecord) and record.status is RunStatus.succeeded
+    # --- example (seed 000, context.wait_run: preferred equivalent)
+    record, outputs = await context.runner().wait_run(run_id, return_outputs=True)
+    # --- end
+    assert outputs == {"x": 2}
+
+
+async def test_seed000_run_and_wait_through_the_context_and_the_preferred_equivalent(
+    context: Any,
+) -> None:
+    # --- example (seed 000, context.run_and_wait: legacy API)
+    run_id, outputs, has_waits, continuations = await context.run_and_wait(
+        "my-graph-id",
+        inputs={"x": 1},
+    )
+    # --- end
+    assert outputs == {"x": 1} and has_waits is False and continuations == []
+    # --- example (seed 000, context.run_and_wait: preferred equivalent)
+    run_id, outputs, has_waits, continuations = await context.runner().run_and_wait(
+        "my-graph-id",
+        inputs={"x": 1},
+    )
+    # --- end
+    assert (await context.wait_run(run_id)).status is RunStatus.succeeded
+
+
+async def test_seed000_cancel_through_the_context_and_the_preferred_equivalent(
+    context: Any,
+) -> None:
+    for preferred in (False, True):
+        run_id = await context.spawn_run("my-graph-id", inputs={"x": 3})
+        if not preferred:
+            # --- example (seed 000, context.cancel_run: legacy API)
+            await context.cancel_run(run_id)
+            # --- end
+        else:
+            # --- example (seed 000, context.cancel_run: preferred equivalent)
+            await context.runner().cancel_run(run_id)
+            # --- end
+        record = await context.wait_run(run_id, timeout_s=5)
+        assert record.status is RunStatus.canceled
+
+
+def test_seed000_signatures() -> None:
+    import inspect
+
+    from ag_jupyter.runtime import NodeContext as Ctx
+
+    spawn = inspect.signature(Ctx.spawn_run).parameters
+    assert list(spawn)[:3] == ["self", "graph_id", "inputs"]
+    assert spawn["inputs"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert {"session_id", "tags"} <= set(spawn)
+    wait = inspect.signature(Ctx.wait_run).parameters
+    assert wait["timeout_s"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert list(inspect.signature(Ctx.cancel_run).parameters) == ["self", "run_id"]
 
 
 # ===================================================================== seed 001
@@ -160,18 +258,19 @@ async def test_seed001_basic_usage() -> None:
     assert isinstance(ctx, NodeContext)
 
 
-async def test_seed001_overriding_runtime_parameters_rejects_the_unknown_foo() -> None:
-    """The example passes ``foo="bar"`` as a stand-in for a runtime override. DESIGN.md
-    makes an unknown override a ``TypeError`` naming the accepted ones, so this example
-    fails loudly instead of silently ignoring ``foo``."""
+async def test_seed001_overriding_runtime_parameters_keeps_the_unknown_foo() -> None:
+    """The example passes ``foo="bar"`` as a stand-in for a runtime override. It runs (issue
+    13): ``foo`` is kept in ``ctx.rt_overrides`` and a ``UserWarning`` names it with the
+    accepted overrides, so a typo stays visible."""
     from ag_jupyter import open_session
 
-    with pytest.raises(TypeError, match=r"'foo'.*accepted") as info:
+    with pytest.warns(UserWarning, match=r"'foo'.*accepted.*max_concurrency"):
         # --- example (seed 001, open_session: overriding runtime parameters)
         async with open_session(graph_id="mygraph", node_id="customnode", foo="bar") as ctx:
             ...
         # --- end
-    assert "max_concurrency" in str(info.value)
+    assert ctx.rt_overrides == {"foo": "bar"}
+    assert (ctx.graph_id, ctx.node_id) == ("mygraph", "customnode")
     # The same call with an accepted override works.
     async with open_session(graph_id="mygraph", node_id="customnode", max_concurrency=2) as ctx:
         assert (ctx.graph_id, ctx.node_id) == ("mygraph", "customnode")

@@ -3,13 +3,19 @@ ad-hoc sessions and services. Imports nothing from IPython or ipywidgets.
 
 Layers, each importing only those below it::
 
+    launch, runtime_services    await graph(...), run_async / run; current_services...
     defaults                    the composition root (get_run_manager, workspaces)
     session                     open_session / build_adhoc_context
+    tools                       @tool: calls recorded as steps of the current run
     node_context                NodeContext and its runner() facade
     run_manager                 the run state machine
-    services/                   kv, memory, artifacts, logger, llm
+    services/                   kv, memory, artifacts, logger, llm; base.Service
     store/                      run stores, the workspace, its write engine, codecs
-    graphs, models, errors      graph registry, records and enums, exceptions
+    graphs, models, errors      GraphFunction and registry, records and enums, exceptions
+    current, output_capture     the current run (a context variable); print() routing
+    placeholders                AetherGraph names not provided (NotImplementedError)
+
+Every name AetherGraph 0.1.0a15 exports from ``aethergraph.runtime`` imports from here.
 """
 
 from .defaults import (
@@ -41,7 +47,8 @@ from .errors import (
     WorkspaceError,
     WorkspaceWriteError,
 )
-from .graphs import GraphRegistry, GraphSpec, default_registry, graph_fn
+from .graphs import GraphFunction, GraphRegistry, GraphSpec, default_registry, graph_fn
+from .launch import blocking_waits, run, run_async, set_blocking_waits
 from .models import (
     LIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -51,9 +58,39 @@ from .models import (
     RunStatus,
     RunVisibility,
 )
-from .node_context import NodeContext, RunnerFacade
+from .node_context import CancelFlag, NodeContext, RunnerFacade
+from .placeholders import (
+    current_logger_factory,
+    ensure_services_installed,
+    get_channel_service,
+    get_default_channel,
+    get_skill_registry,
+    install_services,
+    register_channel_adapter,
+    register_skill,
+    register_skill_file,
+    register_skill_inline,
+    register_skills_from_path,
+    set_channel_alias,
+    set_default_channel,
+    set_rag_index_backend,
+    set_rag_llm_client,
+)
 from .run_manager import RunEvent, RunManager, RunWatch
-from .services import ServiceHub, register_context_service, register_mcp_client
+from .runtime_services import (
+    current_services,
+    get_llm_service,
+    register_llm_client,
+    set_llm_client,
+)
+from .services import (
+    ServiceHub,
+    get_ext_context_service,
+    list_ext_context_services,
+    register_context_service,
+    register_mcp_client,
+)
+from .services.base import AsyncRWLock, BaseContextService, Service
 from .services.mcp import (
     close_all_mcp_clients,
     close_all_mcp_clients_soon,
@@ -64,13 +101,23 @@ from .services.mcp import (
 )
 from .session import build_adhoc_context, open_session
 from .store import InMemoryRunStore, RunStore, SqliteRunStore, Workspace
+from .tools import tool
+
+#: The names AetherGraph's docs use for ``get_ext_context_service`` /
+#: ``list_ext_context_services`` (docs/external-context-services.md, section 4.2).
+get_context_service = get_ext_context_service
+list_context_services = list_ext_context_services
 
 __all__ = [
     "LIVE_STATUSES",
     "TERMINAL_STATUSES",
     "AgJupyterError",
     "ArtifactNotFoundError",
+    "AsyncRWLock",
+    "BaseContextService",
+    "CancelFlag",
     "DuplicateRunIdError",
+    "GraphFunction",
     "GraphNotFoundError",
     "GraphRegistry",
     "GraphSpec",
@@ -95,6 +142,7 @@ __all__ = [
     "RunVisibility",
     "RunWatch",
     "RunnerFacade",
+    "Service",
     "ServiceHub",
     "ServiceNotConfiguredError",
     "SqliteRunStore",
@@ -103,23 +151,51 @@ __all__ = [
     "WorkspaceCorruptError",
     "WorkspaceError",
     "WorkspaceWriteError",
+    "blocking_waits",
     "build_adhoc_context",
     "close_all_mcp_clients",
     "close_all_mcp_clients_soon",
     "configure_mcp_servers",
+    "current_logger_factory",
     "current_run_managers",
+    "current_services",
     "default_registry",
     "default_workspace",
+    "ensure_services_installed",
+    "get_channel_service",
+    "get_context_service",
+    "get_default_channel",
+    "get_ext_context_service",
+    "get_llm_service",
     "get_mcp_service",
     "get_run_manager",
+    "get_skill_registry",
     "graph_fn",
+    "install_services",
+    "list_context_services",
+    "list_ext_context_services",
     "list_mcp_clients",
     "open_session",
     "open_workspace",
     "open_workspace_manager",
+    "register_channel_adapter",
     "register_context_service",
+    "register_llm_client",
     "register_mcp_client",
+    "register_skill",
+    "register_skill_file",
+    "register_skill_inline",
+    "register_skills_from_path",
+    "run",
+    "run_async",
+    "set_blocking_waits",
+    "set_channel_alias",
+    "set_default_channel",
+    "set_llm_client",
     "set_mcp_service",
+    "set_rag_index_backend",
+    "set_rag_llm_client",
     "set_run_manager_factory",
+    "tool",
     "workspace_runtime",
 ]

@@ -1,22 +1,61 @@
 """Graph functions and the graph registry.
 
-``@graph_fn(name)`` turns a plain (sync or async) function into a registered graph that the
-RunManager can run. The shape of the decorator follows AetherGraph's ``graph_fn``.
+``@graph_fn(name)`` turns a plain (sync or async) function into a :class:`GraphFunction`
+(AetherGraph's object: ``name``, ``inputs``, ``outputs``, ``version``, ``fn``...) and
+registers its :class:`GraphSpec` so the RunManager can run it by name. Awaiting a
+GraphFunction runs it as a tracked run (see :mod:`.launch`, which installs the launcher:
+this module sits below the manager and cannot import it).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from types import UnionType
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from . import current
 from .errors import GraphNotFoundError, RunInputError
 
 CONTEXT_PARAM_NAMES = ("context", "ctx")
+
+# Exceptions of graph bodies whose caller awaits them (``await graph(...)``): run id -> the
+# list the body's wrapper appends its exception to (see launch.py).
+_raise_to: dict[str, list[BaseException]] = {}
+
+
+def keep_exceptions_of(run_id: str) -> list[BaseException]:
+    """Ask the body of run ``run_id`` to hand its exception (if it raises one) to the
+    returned list; call before the body can start, undo with :func:`forget_exceptions_of`."""
+    sink: list[BaseException] = []
+    _raise_to[run_id] = sink
+    return sink
+
+
+def forget_exceptions_of(run_id: str) -> None:
+    """Undo :func:`keep_exceptions_of`."""
+    _raise_to.pop(run_id, None)
+
+
+def _hand_over(exc: BaseException) -> None:
+    scope = current.current_scope()
+    if scope is None or not scope.is_run:
+        return
+    sink = _raise_to.get(scope.run_id)
+    if sink is not None:
+        sink.append(exc)
+
+
+def _flush_run_output() -> None:
+    scope = current.current_scope()
+    if scope is not None and scope.is_run:
+        scope.flush_output()
 
 
 @dataclass(eq=False)
@@ -25,11 +64,20 @@ class GraphSpec:
 
     Attributes:
       name: the graph id runs refer to.
-      fn: the user's function (sync or async).
+      fn: what the RunManager calls with the inputs (and the context): the user's function
+        wrapped so that, when a caller awaits the run (``await graph(...)``), the body's own
+        exception reaches it, its return value is normalised (:meth:`normalise_outputs`)
+        and its unfinished ``print()`` line is logged. Same sync/async kind as ``function``.
+      function: the user's function (sync or async), as decorated.
       inputs: input names, in declaration order.
       outputs: declared output names, or None when undeclared.
       context_param: the parameter that receives the ``NodeContext`` (or None).
-      is_async: whether ``fn`` is a coroutine function (sync ones run in a worker thread).
+      is_async: whether ``function`` is a coroutine function (sync ones run in a worker
+        thread).
+      agent_id, app_id: from ``graph_fn(as_agent=..., as_app=...)``; runs started by
+        awaiting the graph carry them.
+      meta: the rest of the decorator's metadata (``entrypoint``, ``flow_id``,
+        ``as_agent``, ``as_app``, ``max_concurrency``).
     """
 
     name: str
@@ -42,6 +90,15 @@ class GraphSpec:
     context_param: str | None = None
     is_async: bool = False
     input_model: type[BaseModel] | None = field(default=None, repr=False)
+    function: Callable[..., Any] | None = field(default=None, repr=False)
+    agent_id: str | None = None
+    app_id: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.function is None:
+            self.function = self.fn
+            self.fn = _wrap_body(self)
 
     def validate_inputs(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
         """Check ``inputs`` against the signature and return the (coerced) kwargs.
@@ -68,28 +125,71 @@ class GraphSpec:
         return values
 
     def normalise_outputs(self, result: Any) -> dict[str, Any]:
-        """Turn a graph function's return value into the run's outputs dict.
+        """Turn a graph function's return value into the run's outputs dict, as
+        AetherGraph 0.1.0a15 does (``_normalize_graph_fn_outputs``; its docs agree).
 
-        A dict is the outputs (filtered to declared outputs); any other value becomes
-        ``{outputs[0]: value}`` when exactly one output is declared, else
-        ``{"result": value}``.
+        A dict is the outputs (filtered to the declared outputs, in their order, when some
+        are declared); any other value becomes ``{outputs[0]: value}`` when exactly one
+        output is declared and ``{"result": value}`` when none is (an empty ``outputs``
+        list counts as none, as in 0.1.0a15).
 
         Raises:
-          ValueError: if a declared output is missing from a returned dict.
+          ValueError: if a declared output is missing from a returned dict, or a plain
+            value is returned while two or more outputs are declared (naming them).
         """
+        declared = self.outputs or ()
         if isinstance(result, Mapping):
-            if self.outputs is None:
+            if not declared:
                 return dict(result)
-            missing = [name for name in self.outputs if name not in result]
+            missing = [name for name in declared if name not in result]
             if missing:
                 raise ValueError(
-                    f"graph {self.name!r} declares outputs {list(self.outputs)} but its "
+                    f"graph {self.name!r} declares outputs {list(declared)} but its "
                     f"returned dict lacks {missing}; it returned keys {sorted(map(str, result))}"
                 )
-            return {name: result[name] for name in self.outputs}
-        if self.outputs is not None and len(self.outputs) == 1:
-            return {self.outputs[0]: result}
-        return {"result": result}
+            return {name: result[name] for name in declared}
+        if len(declared) == 1:
+            return {declared[0]: result}
+        if not declared:
+            return {"result": result}
+        raise ValueError(
+            f"graph {self.name!r} declares outputs {list(declared)} but returned a single "
+            f"{type(result).__name__}; return a dict with those keys (a single value is "
+            "only allowed when exactly one output is declared)"
+        )
+
+
+def _wrap_body(spec: GraphSpec) -> Callable[..., Any]:
+    """The callable the RunManager runs for ``spec`` (see :attr:`GraphSpec.fn`)."""
+    function = spec.function
+    assert function is not None
+    normalise = spec.normalise_outputs
+
+    if spec.is_async:
+
+        @functools.wraps(function)
+        async def run_async_body(**kwargs: Any) -> Any:
+            try:
+                return normalise(await function(**kwargs))
+            except BaseException as exc:
+                _hand_over(exc)
+                raise
+            finally:
+                _flush_run_output()
+
+        return run_async_body
+
+    @functools.wraps(function)
+    def run_sync_body(**kwargs: Any) -> Any:
+        try:
+            return normalise(function(**kwargs))
+        except BaseException as exc:
+            _hand_over(exc)
+            raise
+        finally:
+            _flush_run_output()
+
+    return run_sync_body
 
 
 def _names(names: Iterable[str]) -> str:
@@ -113,11 +213,92 @@ def _describe_input_errors(spec: GraphSpec, exc: ValidationError) -> str:
     )
 
 
-def _is_context_annotation(annotation: Any) -> bool:
-    if annotation is inspect.Parameter.empty:
+_ANNOTATION_TOKENS = re.compile(r"[\[\]|,\s]+")
+_OPTIONAL_WORDS = {"None", "NoneType", "Optional", "Union", "typing.Optional", "typing.Union"}
+
+
+def _is_context_class(obj: Any) -> bool:
+    return isinstance(obj, type) and obj.__name__ == "NodeContext"
+
+
+def is_context_annotation(annotation: Any) -> bool:
+    """Whether ``annotation`` means a ``NodeContext`` parameter: ``NodeContext``,
+    ``NodeContext | None`` / ``Optional[NodeContext]``, or the same as a string (an
+    unresolved ``from __future__ import annotations`` hint). As AetherGraph's
+    ``is_node_context_annotation`` (by class name here: this module sits below
+    ``node_context.py``)."""
+    if annotation is inspect.Parameter.empty or annotation is None:
         return False
-    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    return name == "NodeContext" or (isinstance(name, str) and name.endswith(".NodeContext"))
+    if isinstance(annotation, str):
+        tokens = [t for t in _ANNOTATION_TOKENS.split(annotation) if t]
+        tokens = [t for t in tokens if t not in _OPTIONAL_WORDS]
+        return len(tokens) == 1 and tokens[0].split(".")[-1] == "NodeContext"
+    if _is_context_class(annotation):
+        return True
+    if get_origin(annotation) in (UnionType, Union):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return len(args) == 1 and _is_context_class(args[0])
+    return False
+
+
+def resolve_context_param(
+    fn: Callable[..., Any], hints: Mapping[str, Any] | None = None
+) -> str | None:
+    """The parameter of ``fn`` that receives the ``NodeContext``, as AetherGraph 0.1.0a15's
+    ``resolve_node_context_param`` picks it: the one parameter annotated ``NodeContext``
+    (or ``NodeContext | None``) whatever its name, else the one named ``context`` or
+    ``ctx``; None if there is neither.
+
+    Raises:
+      TypeError: if two parameters are annotated ``NodeContext``, or (none being
+        annotated) both ``context`` and ``ctx`` exist, naming them.
+    """
+    sig = inspect.signature(fn)
+    if hints is None:
+        hints = _type_hints(fn)
+    skipped = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    typed = [
+        pname
+        for pname, param in sig.parameters.items()
+        if param.kind not in skipped
+        and is_context_annotation(hints.get(pname, param.annotation))
+    ]
+    fn_name = getattr(fn, "__name__", type(fn).__name__)
+    if len(typed) > 1:
+        raise TypeError(
+            f"{fn_name}() declares several NodeContext parameters: {typed}. Use exactly one; "
+            "the context is injected into it."
+        )
+    if typed:
+        return typed[0]
+    legacy = [
+        pname
+        for pname, param in sig.parameters.items()
+        if pname in CONTEXT_PARAM_NAMES and param.kind not in skipped
+    ]
+    if len(legacy) > 1:
+        raise TypeError(
+            f"{fn_name}() has both 'context' and 'ctx' parameters, and both would receive the "
+            "NodeContext. Keep one, or annotate the one you mean with NodeContext."
+        )
+    return legacy[0] if legacy else None
+
+
+def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return get_type_hints(fn)
+    except Exception:  # an unresolvable forward reference: resolve the others one by one
+        pass
+    hints: dict[str, Any] = {}
+    namespace = getattr(fn, "__globals__", {})
+    for pname, annotation in (getattr(fn, "__annotations__", None) or {}).items():
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, namespace)
+            except Exception:
+                pass  # kept as text: recognised as NodeContext by name, else validated as Any
+        hints[pname] = annotation
+    return hints
 
 
 def build_graph_spec(
@@ -129,36 +310,36 @@ def build_graph_spec(
     *,
     tags: Iterable[str] | None = None,
     description: str | None = None,
+    agent_id: str | None = None,
+    app_id: str | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> GraphSpec:
     """Inspect ``fn`` and build its :class:`GraphSpec` (see :func:`graph_fn`).
 
     Raises:
-      TypeError: if ``fn`` is not callable, ``name`` is empty, or a declared input has no
-        matching parameter on a function that takes no ``**kwargs``.
+      TypeError: if ``fn`` is not callable, ``name`` is empty, a declared input has no
+        matching parameter on a function that takes no ``**kwargs``, or ``fn`` has two
+        context parameters (see :func:`resolve_context_param`).
     """
     if not callable(fn):
         raise TypeError(f"graph_fn needs a function, got {type(fn).__name__}")
     if not isinstance(name, str) or not name.strip():
         raise TypeError(f"graph_fn needs a non-empty string name, got {name!r}")
     sig = inspect.signature(fn)
-    try:
-        hints = get_type_hints(fn)
-    except Exception:  # unresolvable forward references: fall back to raw annotations
-        hints = {}
-    context_param = None
+    hints = _type_hints(fn)
+    context_param = resolve_context_param(fn, hints)
     params: dict[str, inspect.Parameter] = {}
     accepts_kwargs = False
     for pname, param in sig.parameters.items():
         annotation = hints.get(pname, param.annotation)
+        if isinstance(annotation, str):  # unresolved: validate as Any
+            annotation = inspect.Parameter.empty
         if param.kind is inspect.Parameter.VAR_KEYWORD:
             accepts_kwargs = True
             continue
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             continue
-        if context_param is None and (
-            pname in CONTEXT_PARAM_NAMES or _is_context_annotation(annotation)
-        ):
-            context_param = pname
+        if pname == context_param:
             continue
         if param.kind is inspect.Parameter.POSITIONAL_ONLY:
             raise TypeError(
@@ -213,6 +394,9 @@ def build_graph_spec(
         context_param=context_param,
         is_async=inspect.iscoroutinefunction(fn),
         input_model=model,
+        agent_id=agent_id,
+        app_id=app_id,
+        meta=dict(meta or {}),
     )
 
 
@@ -280,38 +464,232 @@ def graph_fn(
     outputs: Iterable[str] | None = None,
     version: str = "0.1.0",
     *,
+    entrypoint: bool = False,
+    flow_id: str | None = None,
     tags: Iterable[str] | None = None,
+    as_agent: Mapping[str, Any] | None = None,
+    as_app: Mapping[str, Any] | None = None,
     description: str | None = None,
+    agent: str | None = None,
+    max_concurrency: int | None = None,
     registry: GraphRegistry | None = None,
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare and register a graph function under ``name``.
+) -> Callable[[Callable[..., Any]], GraphFunction]:
+    """Declare and register a graph function under ``name``; returns a
+    :class:`GraphFunction` (AetherGraph 0.1.0a15's ``graph_fn`` signature).
 
-    ``inputs`` default to the function's parameters; a parameter named ``context`` or ``ctx``
-    (or annotated ``NodeContext``) receives the run's context and is never an input. Inputs
-    are validated with pydantic from the annotations when a run is submitted. The function
-    may be sync (it then runs in a worker thread) or async (it runs on the event loop).
-    Re-running the defining cell replaces the graph. Returns the function unchanged, with
-    its :class:`GraphSpec` on ``fn.__graph_spec__``.
+    ``inputs`` default to the function's parameters (0.1.0a15's code rejects a decorator
+    without them at import; its docs omit them, and so may you). The context is injected
+    into the parameter annotated ``NodeContext`` (or ``NodeContext | None``), else the one
+    named ``context`` or ``ctx``; it is never an input. Inputs are validated with pydantic
+    from the annotations when a run is submitted. The function may be sync (it then runs
+    in a worker thread) or async (on the event loop). Re-running the defining cell
+    replaces the graph. ``await graph(...)`` runs it as a tracked run (see
+    :class:`GraphFunction`); ``spawn_run(name, ...)`` runs it by name.
 
     Args:
-      name: graph id (str) used by ``spawn_run(name, ...)``.
+      name: graph id (str) used by ``spawn_run(name, ...)`` and shown in the panel.
       inputs: input names (iterable of str), or None for the function's parameters.
-      outputs: output names (iterable of str), or None for "whatever is returned".
+      outputs: output names (iterable of str), or None for "whatever is returned" (see
+        :meth:`GraphSpec.normalise_outputs`).
       version: free-form version label.
+      entrypoint, flow_id: AetherGraph registry metadata, kept in ``spec.meta``.
       tags: labels shown by ``%ag_graphs``.
+      as_agent: AetherGraph's ``AgentConfig`` dict. Runs of this graph started by awaiting
+        it (or ``run_async``) carry ``agent_id = as_agent["id"]``, or the graph's name
+        when the dict has no ``id`` (0.1.0a15 registers the agent under the graph's name
+        then, while its own direct calls carry None: the record should say which agent
+        ran). The dict is kept in ``spec.meta["as_agent"]``.
+      as_app: AetherGraph's ``AppConfig`` dict; ``app_id`` as for ``as_agent``.
       description: defaults to the function's docstring.
+      agent: the docs' older form of ``as_agent={"id": agent}``.
+      max_concurrency: accepted as the concurrency docs write it and kept in
+        ``spec.meta``; a graph function has no internal scheduler to limit (0.1.0a15
+        ignores it for graph functions too).
       registry: where to register (default: the process-wide registry).
 
     Raises:
-      TypeError: see :func:`build_graph_spec`.
+      TypeError: at decoration, for a function that is not callable, an empty name,
+        declared inputs the function has no parameter for, two context parameters, or an
+        ``as_agent``/``as_app`` that is not a dict.
     """
+    agent_cfg = _config_dict("as_agent", as_agent)
+    if agent is not None:
+        agent_cfg = {"id": str(agent), **(agent_cfg or {})}
+    app_cfg = _config_dict("as_app", as_app)
+    meta: dict[str, Any] = {"entrypoint": bool(entrypoint), "flow_id": flow_id}
+    if agent_cfg is not None:
+        meta["as_agent"] = agent_cfg
+    if app_cfg is not None:
+        meta["as_app"] = app_cfg
+    if max_concurrency is not None:
+        meta["max_concurrency"] = max_concurrency
 
-    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def decorate(fn: Callable[..., Any]) -> GraphFunction:
+        if isinstance(fn, GraphFunction):
+            fn = fn.fn
         spec = build_graph_spec(
-            fn, name, inputs, outputs, version, tags=tags, description=description
+            fn,
+            name,
+            inputs,
+            outputs,
+            version,
+            tags=tags,
+            description=description,
+            agent_id=None if agent_cfg is None else str(agent_cfg.get("id") or name),
+            app_id=None if app_cfg is None else str(app_cfg.get("id") or name),
+            meta=meta,
         )
         (registry if registry is not None else default_registry).register(spec)
-        fn.__graph_spec__ = spec  # type: ignore[attr-defined]
-        return fn
+        return GraphFunction(spec)
 
     return decorate
+
+
+def _config_dict(what: str, value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"graph_fn({what}=...) takes a dict such as {{'id': 'my-agent', 'title': ...}}, "
+            f"got {type(value).__name__}"
+        )
+    return dict(value)
+
+
+#: Signature of the launcher :mod:`.launch` installs:
+#: ``launcher(graph_function, args, kwargs) -> awaitable outputs``.
+Launcher = Callable[["GraphFunction", tuple[Any, ...], dict[str, Any]], Awaitable[Any]]
+
+
+class GraphFunction:
+    """What ``@graph_fn`` returns: AetherGraph's ``GraphFunction``, runnable as a tracked run.
+
+    ``await graph(x=1)`` (keyword arguments are inputs; positional ones fill the inputs in
+    declaration order, as AetherGraph's docs write ``await step1(x)``, though 0.1.0a15
+    refuses positional arguments) submits a run to the current loop's RunManager, waits for
+    it and returns its outputs dict (normalised, see :meth:`GraphSpec.normalise_outputs`).
+    If the body raises, that exception is raised here (the run's record keeps it too); if
+    the run is canceled, ``asyncio.CancelledError`` is. Called from inside a graph body (or
+    with ``context=``/``ctx=`` passed explicitly, as 0.1.0a15 allows), the run is a child:
+    ``parent_run_id`` is the caller's run, it inherits the session (and agent/app unless
+    this graph has its own) and holds no concurrency slot, so a parent waiting on children
+    cannot deadlock the limit. Cancelling the awaiting caller cancels the run. A call from
+    outside any run holds a slot like any other run.
+
+    Attributes (AetherGraph's): ``graph_id`` and ``name`` (the id), ``fn`` (the decorated
+    function), ``inputs`` (input names: the declared ones, or the function's parameters),
+    ``outputs`` (declared output names, ``[]`` when none), ``version``, ``agent_id``,
+    ``app_id``, ``registry_key`` (None), ``last_graph`` / ``last_context`` /
+    ``last_memory_snapshot`` (always None: no TaskGraph is built). Ours: ``spec`` (the
+    registered :class:`GraphSpec`; also ``__graph_spec__``).
+    """
+
+    #: Installed by :mod:`.launch` (imported with ``ag_jupyter.runtime``).
+    launcher: ClassVar[Launcher | None] = None
+    #: ``sync_runner(graph_function, args, kwargs)``: the blocking form, from :mod:`.launch`.
+    sync_runner: ClassVar[Callable[..., Any] | None] = None
+
+    def __init__(self, spec: GraphSpec) -> None:
+        self.spec = spec
+        self.graph_id = spec.name
+        self.name = spec.name
+        assert spec.function is not None
+        self.fn = spec.function
+        self.inputs = list(spec.inputs)
+        self.outputs = list(spec.outputs or ())
+        self.version = spec.version
+        self.agent_id = spec.agent_id
+        self.app_id = spec.app_id
+        self.tags = list(spec.tags)
+        self.description = spec.description
+        self.registry_key: str | None = None
+        self.last_graph: Any = None
+        self.last_context: Any = None
+        self.last_memory_snapshot: Any = None
+        functools.update_wrapper(self, self.fn, updated=())
+
+    @property
+    def __graph_spec__(self) -> GraphSpec:
+        """The registered :class:`GraphSpec` (the attribute ``graph_fn`` used to set)."""
+        return self.spec
+
+    def __repr__(self) -> str:
+        kind = "async" if self.spec.is_async else "sync"
+        return (
+            f"<GraphFunction {self.name!r} v{self.version} ({kind}): inputs {self.inputs}, "
+            f"outputs {self.outputs or '(any)'}>"
+        )
+
+    def __call__(self, *args: Any, **inputs: Any) -> Awaitable[dict[str, Any]]:
+        """Run as a tracked run; ``await`` it for the outputs dict (see the class docs).
+
+        Raises (when awaited):
+          RunInputError: for missing, unexpected or ill-typed inputs, or more positional
+            arguments than inputs.
+          Whatever the body raised; ``asyncio.CancelledError`` if the run was canceled.
+          RuntimeError: outside a running event loop.
+        """
+        launcher = type(self).launcher
+        if launcher is None:
+            raise RuntimeError("no graph launcher: import ag_jupyter.runtime first")
+        return launcher(self, args, inputs)
+
+    async def run(self, *, env: Any = None, **inputs: Any) -> dict[str, Any]:
+        """AetherGraph's ``GraphFunction.run(env=None, **inputs)``: the same as awaiting
+        the graph. ``retry=`` and ``max_concurrency=`` are accepted (and ignored, as
+        0.1.0a15 ignores them for graph functions).
+
+        Raises:
+          NotImplementedError: if ``env`` (an AetherGraph ``RuntimeEnv``) is given.
+        """
+        if env is not None:
+            raise NotImplementedError(
+                "GraphFunction.run(env=...) takes an AetherGraph RuntimeEnv, which this "
+                "runtime has none of; call `await graph(**inputs)` or "
+                "`await run_async(graph, inputs)` instead"
+            )
+        return await self(**inputs)
+
+    def sync(self, *args: Any, **inputs: Any) -> dict[str, Any]:
+        """AetherGraph's blocking form: ``graph.sync(x=1)`` is ``run(graph, {"x": 1})``
+        (see :func:`ag_jupyter.runner.run`: from a notebook cell, ``await graph(...)``
+        instead)."""
+        runner = type(self).sync_runner
+        if runner is None:
+            raise RuntimeError("no graph launcher: import ag_jupyter.runtime first")
+        return runner(self, args, inputs)  # type: ignore[no-any-return]
+
+    def io_signature(self) -> dict[str, list[dict[str, Any]]]:
+        """Inputs and outputs as AetherGraph's ``io_signature()`` lists them:
+        ``{"inputs": [{"name", "type", "required", "default"}], "outputs": [{"name",
+        "type", "required"}]}``, ``type`` being the annotation's name (or None)."""
+        sig = inspect.signature(self.fn)
+        hints = _type_hints(self.fn)
+        slots = []
+        for iname in self.inputs:
+            param = sig.parameters.get(iname)
+            required = param is None or param.default is inspect.Parameter.empty
+            annotation = hints.get(iname)
+            slots.append(
+                {
+                    "name": iname,
+                    "type": _type_name(annotation),
+                    "required": required,
+                    "default": None if required or param is None else param.default,
+                }
+            )
+        ret = hints.get("return")
+        names = self.outputs or (["result"] if ret is not None else [])
+        outs = [
+            {"name": n, "type": _type_name(ret) if len(names) == 1 else None, "required": True}
+            for n in names
+        ]
+        return {"inputs": slots, "outputs": outs}
+
+
+def _type_name(annotation: Any) -> str | None:
+    if annotation is None:
+        return None
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation)

@@ -7,11 +7,85 @@ runs (seed 002), and the services (``llm()``, ``kv()``, ``logger()``, ...).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import Any
 
+from .errors import ServiceNotConfiguredError
 from .models import RunImportance, RunOrigin, RunRecord, RunVisibility
 from .run_manager import LiveRun, RunManager
+from .services.artifacts import ArtifactStore
+from .services.base import ServiceHandle
+from .services.kv import KVStore
+from .services.llm import BoundLLM
+from .services.logger import RunLoggerAdapter
+from .services.memory import SessionMemory
+
+
+class CancelFlag:
+    """The answer of ``is_cancel_requested()``: a truth value that can also be awaited.
+
+    AetherGraph 0.1.0a15 makes ``is_cancel_requested()`` a coroutine (``if await
+    runner.is_cancel_requested():``); sync bodies (worker threads) cannot await, and this
+    runtime's docs poll it plainly (``while not runner.is_cancel_requested():``). Both work:
+    ``bool(flag)`` and ``await flag`` give the same ``bool``, and ``flag == True`` /
+    ``flag == False`` compare as that bool. (``flag is True`` does not: ``bool`` cannot be
+    subclassed; use ``bool(flag)``.)
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bool) -> None:
+        self._value = bool(value)
+
+    def __bool__(self) -> bool:
+        return self._value
+
+    def __await__(self) -> Generator[Any, None, bool]:
+        if False:  # a generator that never suspends
+            yield None
+        return self._value
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CancelFlag):
+            return self._value == other._value
+        if isinstance(other, bool | int):
+            return self._value == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return repr(self._value)
+
+
+class _Done:
+    """An awaitable that is already done (``await raise_if_cancel_requested()`` when no
+    cancellation was requested)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if False:
+            yield None
+        return None
+
+    def __repr__(self) -> str:
+        return "None"
+
+
+_DONE = _Done()
+
+# AetherGraph NodeContext methods this runtime does not have (yet), and what to do instead.
+_NOT_AVAILABLE = {
+    "channel": "the channel API comes with ag_jupyter's human-in-the-loop feature; report "
+    "progress with context.logger() meanwhile",
+    "kb": "AetherGraph's knowledge base is not available; use context.rag when one is "
+    "registered",
+    "planner": "AetherGraph's planner service is not part of ag_jupyter",
+    "viz": "AetherGraph's viz service is not part of ag_jupyter; save figures with "
+    "context.artifacts()",
+}
 
 
 class RunnerFacade:
@@ -130,22 +204,31 @@ class RunnerFacade:
         """
         await self._ctx.manager.cancel_run(run_id)
 
-    def is_cancel_requested(self) -> bool:
-        """Whether cancellation of *this* context's run was requested.
+    def is_cancel_requested(self) -> CancelFlag:
+        """Whether cancellation of *this* context's run was requested, as a
+        :class:`CancelFlag`: ``if runner.is_cancel_requested():`` and (AetherGraph
+        0.1.0a15's form, where it is async) ``if await runner.is_cancel_requested():`` both
+        work.
 
         Sync graph bodies (worker threads) should poll this and stop early; it is safe to
-        call from any thread. Always False in an ad-hoc session.
+        call from any thread. Always false in an ad-hoc session.
         """
         live = self._ctx._live
-        return bool(live is not None and live.cancel_requested)
+        return CancelFlag(live is not None and live.cancel_requested)
 
-    def raise_if_cancel_requested(self) -> None:
-        """Raise ``asyncio.CancelledError`` if this run was asked to stop.
+    def raise_if_cancel_requested(self) -> Awaitable[None]:
+        """Raise ``asyncio.CancelledError`` at once if this run was asked to stop; else
+        return an awaitable that does nothing, so ``runner.raise_if_cancel_requested()``
+        and 0.1.0a15's ``await runner.raise_if_cancel_requested()`` both work.
 
         The run then ends ``canceled``. Safe to call from a sync body's worker thread.
+
+        Raises:
+          asyncio.CancelledError: if cancellation of this run was requested.
         """
         if self.is_cancel_requested():
             raise asyncio.CancelledError(f"run {self._ctx.run_id} was asked to cancel")
+        return _DONE
 
 
 class NodeContext:
@@ -156,8 +239,11 @@ class NodeContext:
     :class:`RunManager` that runs spawned from here go to).
 
     Services: ``llm()``, ``artifacts()``, ``memory()``, ``kv()``, ``logger()``, ``rag``,
-    ``mcp(name)`` and ``svc(name)`` for custom services. A service that is not configured
+    ``mcp(name)``, and custom services registered with ``register_context_service(name,
+    svc)``: ``context.<name>()`` or ``context.svc(name)``. A service that is not configured
     raises ``ServiceNotConfiguredError`` at once, saying how to configure it.
+
+    ``rt_overrides``: the unknown runtime knobs an ad-hoc session was opened with (dict).
     """
 
     __slots__ = (
@@ -168,6 +254,7 @@ class NodeContext:
         "graph_id",
         "manager",
         "node_id",
+        "rt_overrides",
         "run_id",
         "services",
         "session_id",
@@ -196,6 +283,7 @@ class NodeContext:
         self.services = services if services is not None else manager.services
         self._live = live
         self._closers: list[Callable[[], Awaitable[Any]]] | None = None
+        self.rt_overrides: dict[str, Any] = {}
 
     def on_close(self, closer: Callable[[], Awaitable[Any]]) -> None:
         """Register an async clean-up for :meth:`aclose` (run in reverse order)."""
@@ -228,16 +316,140 @@ class NodeContext:
         """The run facade: ``spawn_run``, ``wait_run``, ``run_and_wait``, ``cancel_run``."""
         return RunnerFacade(self)
 
-    # Services ---------------------------------------------------------------
-    def svc(self, name: str) -> Any:
-        """The service registered as ``name``, bound to this context.
+    # The older form (seed 000): the runner's methods on the context itself. -------
+    async def spawn_run(
+        self,
+        graph_id: str,
+        *,
+        inputs: dict[str, Any],
+        session_id: str | None = None,
+        tags: Iterable[str] | None = None,
+        visibility: RunVisibility | str | None = None,
+        origin: RunOrigin | str | None = None,
+        importance: RunImportance | str | None = None,
+        agent_id: str | None = None,
+        app_id: str | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        """The older form of ``context.runner().spawn_run(...)`` (seed 000): submit a child
+        run and return its run id at once. AetherGraph 0.1.0a15 marks it deprecated with a
+        ``DeprecationWarning``; seed 000 documents it as current, so it warns nothing here.
 
         Raises:
-          ServiceNotConfiguredError: if no service has that name.
+          GraphNotFoundError, RunInputError, DuplicateRunIdError: see ``RunManager.submit_run``.
+        """
+        return await self.runner().spawn_run(
+            graph_id,
+            inputs=inputs,
+            session_id=session_id,
+            tags=tags,
+            visibility=visibility,
+            origin=origin,
+            importance=importance,
+            agent_id=agent_id,
+            app_id=app_id,
+            run_id=run_id,
+        )
+
+    async def wait_run(
+        self, run_id: str, *, timeout_s: float | None = None, return_outputs: bool = False
+    ) -> RunRecord | tuple[RunRecord, dict[str, Any] | None]:
+        """The older form of ``context.runner().wait_run(...)`` (seed 000): wait until the
+        run is terminal; the record, or ``(record, outputs)`` with ``return_outputs``.
+
+        Raises:
+          RunNotFoundError: unknown run id (at once). TimeoutError: after ``timeout_s``
+          seconds (the run keeps going). ValueError: non-positive ``timeout_s``.
+        """
+        return await self.runner().wait_run(
+            run_id, timeout_s=timeout_s, return_outputs=return_outputs
+        )
+
+    async def run_and_wait(
+        self,
+        graph_id: str,
+        *,
+        inputs: dict[str, Any],
+        session_id: str | None = None,
+        tags: Iterable[str] | None = None,
+        visibility: RunVisibility | str | None = None,
+        origin: RunOrigin | str | None = None,
+        importance: RunImportance | str | None = None,
+        agent_id: str | None = None,
+        app_id: str | None = None,
+        run_id: str | None = None,
+    ) -> tuple[str, dict[str, Any] | None, bool, list[dict[str, Any]]]:
+        """The older form of ``context.runner().run_and_wait(...)`` (seed 000): run a child
+        graph and wait; ``(run_id, outputs, has_waits, continuations)``. Holds no
+        concurrency slot (``count_slot=False``).
+
+        Raises:
+          GraphNotFoundError, RunInputError, DuplicateRunIdError: see ``RunManager.submit_run``.
+        """
+        return await self.runner().run_and_wait(
+            graph_id,
+            inputs=inputs,
+            session_id=session_id,
+            tags=tags,
+            visibility=visibility,
+            origin=origin,
+            importance=importance,
+            agent_id=agent_id,
+            app_id=app_id,
+            run_id=run_id,
+        )
+
+    async def cancel_run(self, run_id: str) -> None:
+        """The older form of ``context.runner().cancel_run(run_id)`` (seed 000): request
+        best-effort cancellation.
+
+        Raises:
+          RunNotFoundError: unknown run id.
+        """
+        await self.runner().cancel_run(run_id)
+
+    # Services ---------------------------------------------------------------
+    def svc(self, name: str) -> Any:
+        """The service registered as ``name``, bound to this context (``service.bind(
+        context=self)`` when it has ``bind``); the same as ``context.<name>()``.
+
+        Raises:
+          ServiceNotConfiguredError: if no service has that name (a ``RuntimeError``;
+            AetherGraph 0.1.0a15 raises ``KeyError``).
         """
         return self.services.get(name, self)
 
-    def logger(self) -> Any:
+    def __getattr__(self, name: str) -> ServiceHandle:
+        """``context.<name>`` for a custom service (``register_context_service(name,
+        svc)``): a :class:`ServiceHandle`, so ``context.name()`` is the bound service,
+        ``context.name(args)`` calls a callable service and ``context.name.method()``
+        reaches its methods (AetherGraph 0.1.0a15's ``NodeContext.__getattr__``).
+
+        Raises:
+          AttributeError: if no service has that name.
+        """
+        if name.startswith("_") or name in NodeContext.__slots__:
+            raise AttributeError(name)
+        try:
+            bound = self.svc(name)
+        except ServiceNotConfiguredError:
+            hint = _NOT_AVAILABLE.get(name) or (
+                f"register a service with register_context_service({name!r}, obj)"
+            )
+            raise AttributeError(
+                f"NodeContext has no attribute or service {name!r}; {hint}"
+            ) from None
+        return ServiceHandle(name, bound)
+
+    def __dir__(self) -> list[str]:
+        names = set(super().__dir__())
+        try:
+            names.update(self.services.names())
+        except Exception:
+            pass
+        return sorted(names)
+
+    def logger(self) -> RunLoggerAdapter:
         """A ``logging.LoggerAdapter`` that tags records with this run's ids.
 
         Lines go to the ``ag_jupyter.runs`` logger and a per-run buffer
@@ -245,19 +457,19 @@ class NodeContext:
         """
         return self.svc("logger")
 
-    def llm(self) -> Any:
+    def llm(self) -> BoundLLM:
         """The chat model client (OpenAI-compatible); raises ServiceNotConfiguredError."""
         return self.svc("llm")
 
-    def artifacts(self) -> Any:
+    def artifacts(self) -> ArtifactStore:
         """The artifact store of this workspace, scoped to this run/session."""
         return self.svc("artifacts")
 
-    def memory(self) -> Any:
+    def memory(self) -> SessionMemory:
         """The event memory of this session."""
         return self.svc("memory")
 
-    def kv(self) -> Any:
+    def kv(self) -> KVStore:
         """The key-value store, scoped to this session."""
         return self.svc("kv")
 

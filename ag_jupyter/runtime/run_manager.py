@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import threading
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
+from . import current
 from .errors import DuplicateRunIdError, RunNotFoundError, WorkspaceError
 from .graphs import GraphRegistry, GraphSpec, default_registry
 from .models import (
@@ -646,9 +648,12 @@ class RunManager:
         self._emit("changed", record)
         spec = live.spec
         kwargs = live.inputs
+        context = None
         if spec.context_param is not None:
             kwargs = dict(kwargs)
-            kwargs[spec.context_param] = self.make_context(live)
+            kwargs[spec.context_param] = context = self.make_context(live)
+        # The current run, for @tool steps, Service.ctx(), nested graph calls and print().
+        current.enter_run(self, live, context)
         outputs: dict[str, Any] | None = None
         error: BaseException | None = None
         cancelled = False
@@ -694,8 +699,14 @@ class RunManager:
                 loop.call_soon_threadsafe(settle, *outcome)
 
         # A daemon thread per sync run: a sync graph that never checks the cancel flag must
-        # not keep the interpreter from exiting, as a pool's non-daemon worker would.
-        threading.Thread(target=worker, name=f"ag-run:{live.record.run_id}", daemon=True).start()
+        # not keep the interpreter from exiting, as a pool's non-daemon worker would. It runs
+        # in a copy of this task's context, so the body sees the current run (current.py).
+        threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(worker,),
+            name=f"ag-run:{live.record.run_id}",
+            daemon=True,
+        ).start()
         return asyncio.shield(future)
 
     async def _finish(

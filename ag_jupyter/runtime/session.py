@@ -7,10 +7,12 @@ the context and leaves clean-up (``await context.aclose()``) to the caller.
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from . import current
 from .defaults import get_run_manager
 from .node_context import NodeContext
 from .run_manager import RunManager
@@ -22,14 +24,23 @@ OTHER_OVERRIDES = ("max_concurrency", "services", "mcp", "run_manager")
 ACCEPTED_OVERRIDES = IDENTITY_OVERRIDES + OTHER_OVERRIDES + SERVICE_OVERRIDES
 
 
-def _check_overrides(overrides: dict[str, Any]) -> None:
-    unknown = sorted(set(overrides) - set(ACCEPTED_OVERRIDES))
+def _split_overrides(
+    overrides: dict[str, Any], stacklevel: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(accepted, unknown)``; warns about the unknown ones (seed 001 passes ``foo="bar"``
+    as a runtime knob: it is kept, and a typo stays visible)."""
+    unknown = {k: v for k, v in overrides.items() if k not in ACCEPTED_OVERRIDES}
     if unknown:
-        raise TypeError(
-            f"unknown open_session override(s) {', '.join(map(repr, unknown))}; accepted: "
-            f"{', '.join(ACCEPTED_OVERRIDES)}. Register other services with "
-            "register_context_service(name, obj) or pass services={name: obj}."
+        warnings.warn(
+            f"open_session/build_adhoc_context: unknown runtime override(s) "
+            f"{', '.join(map(repr, sorted(unknown)))} kept in context.rt_overrides and "
+            f"otherwise unused; accepted: {', '.join(ACCEPTED_OVERRIDES)}. Register other "
+            "services with register_context_service(name, obj) or pass services={name: obj}.",
+            UserWarning,
+            stacklevel=stacklevel,
         )
+    accepted = {k: v for k, v in overrides.items() if k in ACCEPTED_OVERRIDES}
+    return accepted, unknown
 
 
 async def build_adhoc_context(
@@ -54,15 +65,28 @@ async def build_adhoc_context(
         service names ``llm``, ``kv``, ``memory``, ``artifacts``, ``logger``, ``rag`` to
         inject one directly.
 
+      Any other name is a runtime knob this runtime does not use (AetherGraph passes
+      them to its container): it is kept in ``context.rt_overrides`` and a ``UserWarning``
+      names it with the accepted ones (0.1.0a15 accepts them silently).
+
     Returns a context; release what it opened with ``await ctx.aclose()``.
 
     Raises:
-      TypeError: for an unknown override, naming the accepted ones.
       ValueError: for a non-positive ``max_concurrency``.
       RuntimeError: if no event loop is running.
     """
-    _check_overrides(rt_overrides)
-    ov = dict(rt_overrides)
+    return await _build(run_id, graph_id, node_id, rt_overrides, warn_stacklevel=4)
+
+
+async def _build(
+    run_id: str | None,
+    graph_id: str,
+    node_id: str,
+    rt_overrides: dict[str, Any],
+    *,
+    warn_stacklevel: int,
+) -> NodeContext:
+    ov, unknown = _split_overrides(rt_overrides, warn_stacklevel)
     run_id = run_id or f"adhoc-{uuid.uuid4().hex[:12]}"
     manager: RunManager | None = ov.pop("run_manager", None)
     max_concurrency = ov.pop("max_concurrency", None)
@@ -85,6 +109,7 @@ async def build_adhoc_context(
         manager=manager,
         services=hub,
     )
+    ctx.rt_overrides = unknown
     ctx.on_close(hub.aclose)
     if max_concurrency is not None:
         session_id = ctx.session_id
@@ -108,15 +133,21 @@ async def open_session(
     """Open an ad-hoc session: ``async with open_session() as context: ...``.
 
     Yields a fully wired :class:`NodeContext` (see :func:`build_adhoc_context` for the
-    arguments and overrides). On exit, normal or by an exception or a cancellation (a kernel
-    interrupt), the session's own resources are closed; runs spawned on the shared manager
-    keep going and stay listed.
+    arguments and overrides; an unknown override warns and is kept in
+    ``context.rt_overrides``). Inside the block the context is the current one, so
+    ``@tool`` calls record steps under the session's id, ``Service.ctx()`` finds it and
+    graphs awaited there are children of the session (``parent_run_id``, its session id).
+    On exit, normal or by an exception or a cancellation (a kernel interrupt), the
+    session's own resources are closed; runs spawned on the shared manager keep going and
+    stay listed.
 
     Raises:
-      TypeError: for an unknown override, naming the accepted ones.
+      ValueError: for a non-positive ``max_concurrency``.
     """
-    ctx = await build_adhoc_context(run_id, graph_id, node_id, **rt_overrides)
+    ctx = await _build(run_id, graph_id, node_id, rt_overrides, warn_stacklevel=5)
+    token = current.enter_session(ctx)
     try:
         yield ctx
     finally:
+        current.leave(token)
         await ctx.aclose()

@@ -1,9 +1,11 @@
 """Context services and the hub that hands them to ``NodeContext``.
 
-A service is any object. If it has a ``bind(context)`` method, ``context.svc(name)`` returns
-``service.bind(context)`` (a view scoped to that run/session); otherwise the object itself.
-Register a custom service for every context with :func:`register_context_service`, or for
-one session with ``open_session(services={"name": obj})``.
+A service is any object. If it has a ``bind(context=...)`` method, ``context.svc(name)``
+returns ``service.bind(context=context)`` (a view scoped to that run/session); otherwise the
+object itself. Register a custom service for every context with
+:func:`register_context_service` (then ``context.<name>()`` reaches it too; subclass
+:class:`~ag_jupyter.runtime.services.base.Service` for ``self.ctx()``, ``critical()`` and
+``run_blocking``), or for one session with ``open_session(services={"name": obj})``.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ _global_lock = threading.Lock()
 
 
 def register_context_service(name: str, service: Any) -> None:
-    """Make ``service`` reachable as ``context.svc(name)`` from every context.
+    """Make ``service`` reachable as ``context.svc(name)`` and ``context.<name>()`` from
+    every context (AetherGraph's ``register_context_service``; no sidecar needed).
 
     Built-in names (``llm``, ``kv``, ``memory``, ``artifacts``, ``logger``, ``rag``) may be
     replaced this way too. A service with a ``bind(context)`` method is bound per context.
@@ -56,6 +59,21 @@ def unregister_context_service(name: str) -> None:
     """Remove a service registered with :func:`register_context_service` (if any)."""
     with _global_lock:
         _global_services.pop(name, None)
+
+
+def get_ext_context_service(name: str) -> Any:
+    """The service registered as ``name`` with :func:`register_context_service`, unbound,
+    or None if there is none (AetherGraph 0.1.0a15's ``get_ext_context_service``; it
+    raises ``RuntimeError`` before its sidecar is started, this never does)."""
+    with _global_lock:
+        return _global_services.get(name)
+
+
+def list_ext_context_services() -> list[str]:
+    """Names registered with :func:`register_context_service`, in registration order (as
+    0.1.0a15's ``list_ext_context_services``; built-in services are not listed)."""
+    with _global_lock:
+        return list(_global_services)
 
 
 class ServiceHub:
@@ -120,6 +138,10 @@ class ServiceHub:
             return self._parent._lookup(name)
         return self._defaults.get(name)
 
+    def lookup(self, name: str) -> Any:
+        """The service object registered or installed as ``name``, unbound, or None."""
+        return self._lookup(name)
+
     def get(self, name: str, context: Any) -> Any:
         """The service ``name`` bound to ``context``.
 
@@ -133,7 +155,16 @@ class ServiceHub:
             )
             raise ServiceNotConfiguredError(f"the {name!r} service is not configured: {how}")
         bind = getattr(service, "bind", None)
-        return bind(context) if callable(bind) else service
+        # By keyword: AetherGraph services define ``bind(self, *, context)``.
+        return bind(context=context) if callable(bind) else service
+
+    def names(self) -> list[str]:
+        """Every service name this hub resolves (its own, registered, its parent's and the
+        embedded defaults), sorted; for ``dir(context)`` and completion."""
+        found = set(self._services) | set(_global_services) | set(self._defaults)
+        if self._parent is not None:
+            found |= set(self._parent.names())
+        return sorted(found)
 
     def _mcp_lookup(self, name: str) -> Any:
         if name in self._mcp:
