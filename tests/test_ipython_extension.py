@@ -374,3 +374,17 @@ def test_config_mcp_servers_reaches_context_mcp_and_unload_stops_the_server(shel
     assert "time" in list_mcp_clients()
     shell.run_line_magic("config", "AgJupyter.mcp_servers = {}")
     assert "time" not in list_mcp_clients()
+
+
+def test_blocking_waits_setting_drives_run_from_a_cell(shell):
+    from ag_jupyter.runtime import blocking_waits
+
+    assert blocking_waits() == "error"
+    shell.run_line_magic("config", "AgJupyter.blocking_waits = 'nest_asyncio2'")
+    assert blocking_waits() == "nest_asyncio2"
+    shell.run_line_magic("config", "AgJupyter.blocking_waits = 'error'")
+    assert blocking_waits() == "error"
+    shell.run_line_magic("config", "AgJupyter.blocking_waits = 'nest_asyncio2'")
+    shell.run_line_magic("unload_ext", "ag_jupyter")
+    assert blocking_waits() == "error"  # back to the environment's default
+    shell.run_line_magic("load_ext", "ag_jupyter")

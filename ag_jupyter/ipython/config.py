@@ -99,13 +99,14 @@ class ExtensionState:
       config: the ``AgJupyter`` settings.
       magics: the registered ``Magics`` instances (session cell, run magics).
       transformer: the ``%%ag_session`` input transformer.
-      observer: the ``max_concurrency`` observer applying changes to live managers.
+      observers: trait name -> the observer applying its changes (``max_concurrency`` to
+        live managers, ``blocking_waits`` to the runtime's ``run()``).
     """
 
     config: AgJupyter
     magics: list[Any] = field(default_factory=list)
     transformer: Any = None
-    observer: Callable[[dict[str, Any]], None] | None = None
+    observers: dict[str, Callable[[dict[str, Any]], None]] = field(default_factory=dict)
 
 
 def extension_state(shell: Any) -> ExtensionState | None:

@@ -16,6 +16,7 @@ from ..runtime import (
     close_all_mcp_clients_soon,
     configure_mcp_servers,
     current_run_managers,
+    set_blocking_waits,
     set_run_manager_factory,
 )
 from ..runtime.defaults import build_manager
@@ -45,13 +46,25 @@ def load_ipython_extension(shell: Any) -> None:
             manager.max_concurrency = change["new"]
 
     config.observe(apply_concurrency, "max_concurrency")
+
+    def apply_blocking_waits(change: dict[str, Any]) -> None:
+        set_blocking_waits(change["new"])  # run() / graph.sync() from a cell follow it
+
+    config.observe(apply_blocking_waits, "blocking_waits")
+    set_blocking_waits(config.blocking_waits)
     if config.mcp_servers:  # from ipython_config.py: validation only runs on assignment
         configure_mcp_servers(config.mcp_servers)
     setattr(
         shell,
         STATE_ATTR,
         ExtensionState(
-            config=config, magics=magics, transformer=transformer, observer=apply_concurrency
+            config=config,
+            magics=magics,
+            transformer=transformer,
+            observers={
+                "max_concurrency": apply_concurrency,
+                "blocking_waits": apply_blocking_waits,
+            },
         ),
     )
     if config.show_panel_on_load:
@@ -64,8 +77,9 @@ def unload_ipython_extension(shell: Any) -> None:
     if state is None:
         return
     config = state.config
-    if state.observer is not None:
-        config.unobserve(state.observer, "max_concurrency")
+    for trait, observer in state.observers.items():
+        config.unobserve(observer, trait)
+    set_blocking_waits(None)
     if state.transformer in shell.input_transformers_cleanup:
         shell.input_transformers_cleanup.remove(state.transformer)
     manager = shell.magics_manager
