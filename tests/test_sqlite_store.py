@@ -357,17 +357,19 @@ async def test_small_flushes_commit_inline_on_the_loop_thread(
     ws: Workspace, store: SqliteRunStore
 ) -> None:
     threads: list[int] = []
-    real_commit = ws.engine._commit
+    real_write = store.write
 
-    def recording_commit(*args: Any, **kwargs: Any) -> Any:
+    def recording_write(*args: Any, **kwargs: Any) -> Any:
         threads.append(threading.get_ident())
-        return real_commit(*args, **kwargs)
+        return real_write(*args, **kwargs)
 
-    ws.engine._commit = recording_commit  # type: ignore[method-assign]
+    store.write = recording_write  # type: ignore[method-assign]
+    before = ws.engine.thread_commits
     for i in range(20):
         await store.update(record(f"s{i}", status=RunStatus.succeeded), {"i": i})
         await store.flush()
     assert threads == [threading.get_ident()] * 20  # no thread hand-off for small batches
+    assert ws.engine.thread_commits == before
     assert disk_row(ws.db_path, "s19") is not None  # committed for another connection to see
 
 

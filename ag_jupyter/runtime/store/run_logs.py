@@ -202,11 +202,12 @@ class WorkspaceRunLogs:
             batch,
         )
 
-    def committed_locked(self, batch: list[tuple[Any, ...]], urgent: bool) -> None:
+    def committed_locked(self, batch: list[tuple[Any, ...]], urgent: bool) -> bool:
         self._written += len(batch)
         if self._written >= 10_000:
             self._written = 0
             self._trim_total = True
+        return bool(self._trim_total or self._over)
 
     def failed_locked(self, batch: list[tuple[Any, ...]]) -> bool:
         self._queue[:0] = batch

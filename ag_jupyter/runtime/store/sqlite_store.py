@@ -666,15 +666,19 @@ class SqliteRunStore:
                 conn.execute(sql, self._safe_row(pending, owner, exc))
             conn.execute("RELEASE run_row")
 
-    def committed_locked(self, batch: dict[str, _Pending], urgent: bool) -> None:
-        """Note a committed batch (workspace lock held)."""
+    def committed_locked(self, batch: dict[str, _Pending], urgent: bool) -> bool:
+        """Note a committed batch (workspace lock held); True when the journal just got
+        its first rows or reached ``FOLD_AT_ROWS`` (maintenance is due sooner)."""
         inflight = self._inflight
         for run_id, pending in batch.items():
             if inflight.get(run_id) is pending:
                 del inflight[run_id]
-        if urgent:
-            self._journal_rows += len(batch)
         self._last_commit = time.monotonic()
+        if not urgent:
+            return False
+        before = self._journal_rows
+        self._journal_rows = before + len(batch)
+        return before == 0 or (before < FOLD_AT_ROWS <= self._journal_rows)
 
     def failed_locked(self, batch: dict[str, _Pending]) -> bool:
         """Queue a failed batch again, under any newer changes (workspace lock held)."""

@@ -272,8 +272,8 @@ class WorkspaceSteps(StepBook):
             batch,
         )
 
-    def committed_locked(self, batch: list[tuple[Any, ...]], urgent: bool) -> None:
-        return None
+    def committed_locked(self, batch: list[tuple[Any, ...]], urgent: bool) -> bool:
+        return False
 
     def failed_locked(self, batch: list[tuple[Any, ...]]) -> bool:
         self._queue[:0] = batch

@@ -118,8 +118,9 @@ class BatchSource(Protocol):
         ``careful``: a first attempt raised; write row by row so that one bad row never
         fails the batch (it is stored with a marker of what was dropped)."""
 
-    def committed_locked(self, payload: Any, urgent: bool) -> None:
-        """``payload`` is committed."""
+    def committed_locked(self, payload: Any, urgent: bool) -> bool:
+        """``payload`` is committed. Return True when that makes maintenance due sooner
+        than before (the writer is then woken to look)."""
 
     def failed_locked(self, payload: Any) -> bool:
         """``payload``'s commit failed: queue it again; return whether anything was."""
@@ -356,9 +357,29 @@ class WriteEngine:
         """Commit a batch taken by :meth:`flush` on this thread (connection held).
 
         Returns None once committed, a ``WorkspaceWriteError`` if the commit failed, or
-        ``_BUSY`` when the batch must go to the writer thread instead.
+        ``_BUSY`` when the batch must go to the writer thread instead. The common case (a
+        few rows, nothing wrong) takes the short path below; anything unusual is retried
+        by the general :meth:`_commit`.
         """
-        error = self._commit(payloads, [], urgent=True, inline=True)
+        conn = self._conn
+        try:
+            if self._check_folder is not None:
+                self._check_folder()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for source, payload in payloads:
+                    source.write(conn, payload, True, False)
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        except Exception:
+            # Busy, a folder gone, a refused row, a full disk...: the general path sorts
+            # it out (it starts a new transaction; this one was rolled back).
+            error = self._commit(payloads, [], urgent=True, inline=True)
+        else:
+            error = None
         if error is _BUSY:
             with self.lock:
                 for source, payload in payloads:
@@ -367,10 +388,34 @@ class WriteEngine:
                     self._first_pending_at = time.monotonic()
             return _BUSY
         self.inline_commits += 1
-        self._after_commit(payloads, [], batch_seq, error, urgent=True)
-        if error is None:
-            return None
-        return self._describe_error(error)
+        if error is not None:
+            self._after_commit(payloads, [], batch_seq, error, urgent=True)
+            return self._describe_error(error)
+        self._commits += 1
+        if self._commits % _WAL_CHECK_EVERY == 0:
+            self._note_wal_size()
+        ready = None
+        with self.lock:
+            sooner = False
+            for source, payload in payloads:
+                if source.committed_locked(payload, True):
+                    sooner = True
+            self.fault = None
+            if batch_seq > self._done_seq:
+                self._done_seq = batch_seq
+            waiters = self._waiters
+            if waiters and waiters[0][0] <= batch_seq:
+                ready = [w for w in waiters if w[0] <= batch_seq]
+                self._waiters = [w for w in waiters if w[0] > batch_seq]
+            self._last_activity = time.monotonic()
+            if sooner:  # e.g. the journal reached its fold bound: wake the writer
+                self._update_maintain_at_locked()
+                self._wake_locked()
+        if ready:
+            for _, loop, future in ready:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_settle, future, None, None)
+        return None
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` in the writer thread inside the next batch's transaction and
