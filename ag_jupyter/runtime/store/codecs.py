@@ -168,6 +168,18 @@ def is_light(values: Mapping[str, Any] | None) -> bool:
     return True
 
 
+def encode_light(values: Mapping[str, Any]) -> str | None:
+    """The JSON text of ``values`` when it is light (see :func:`is_light`) and JSON can
+    hold it exactly (light values always round-trip, NaN aside), else None: the caller
+    then encodes it in the writer thread with :func:`encode_outputs_chunked`."""
+    if not is_light(values):
+        return None
+    try:
+        return _strict_encode(values)
+    except (_NotJSON, TypeError, ValueError):
+        return None  # NaN or infinity: previewed off the loop
+
+
 def encode_outputs(outputs: Mapping[str, Any]) -> tuple[str, bool]:
     """JSON text to store for a run's ``outputs`` (or inputs), and whether it round-trips
     exactly.

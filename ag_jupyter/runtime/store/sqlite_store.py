@@ -51,9 +51,8 @@ from .blobs import BlobError, BlobStore
 from .codecs import (
     db_text,
     dumps_lenient,
-    encode_outputs,
+    encode_light,
     encode_outputs_chunked,
-    is_light,
     iso_utc,
     loads_yielding,
     text_from_db,
@@ -437,8 +436,11 @@ class SqliteRunStore:
         self._journal_rows = 0
         self._last_commit = 0.0
         self._fold_retry_at: float | None = None
-        self._cache_lock = threading.Lock()
-        self._recent: OrderedDict[str, RunRecord] = OrderedDict()
+        self._enqueued_locked = workspace.engine.enqueued_locked
+        # The manager awaits flush twice per run: skip two coroutine layers (the method
+        # below documents it).
+        self.flush = workspace.engine.flush  # type: ignore[method-assign]
+        self._recent: OrderedDict[str, RunRecord] = OrderedDict()  # guarded by _lock
         self.outputs_cache = _OutputCache(object_cache_bytes)
         self._closed = False
         with self._lock:
@@ -458,11 +460,21 @@ class SqliteRunStore:
     ) -> None:
         run_id = record.run_id
         rev = next(_rev_counter)
-        encoded_out = encoded_in = None
-        if outputs is not None and is_light(outputs):
-            encoded_out = encode_outputs(outputs)
-        if inputs is not None and is_light(inputs):
-            encoded_in = encode_outputs(inputs)
+        terminal = record.status in TERMINAL_STATUSES
+        if outputs is None and inputs is None:  # a status change: the common, cheap case
+            with self._lock:
+                pending = self._queue.get(run_id)
+                if pending is None:
+                    self._queue[run_id] = _Pending(record, rev)
+                else:
+                    pending.record = record
+                    pending.rev = rev
+                if terminal and self._cache_size:
+                    self._remember_locked(record)
+                self._enqueued_locked()
+            return
+        encoded_out = encode_light(outputs) if outputs is not None else None
+        encoded_in = encode_light(inputs) if inputs is not None else None
         with self._lock:
             pending = self._queue.get(run_id)
             if pending is None:
@@ -474,13 +486,13 @@ class SqliteRunStore:
                 pending.outputs = outputs
                 pending.outputs_ref = None
                 if encoded_out is not None:
-                    pending.outputs_json, pending.exact = encoded_out
+                    pending.outputs_json, pending.exact = encoded_out, True
                 else:
                     pending.outputs_json, pending.exact = None, None
             if inputs is not None:
                 pending.inputs = inputs
                 pending.inputs_ref = None
-                pending.inputs_json = encoded_in[0] if encoded_in is not None else None
+                pending.inputs_json = encoded_in
             heavy = (
                 pending.outputs is not None
                 and pending.outputs_json is None
@@ -493,17 +505,18 @@ class SqliteRunStore:
             if heavy and not pending.heavy:
                 self._heavy_queued += 1
             pending.heavy = heavy
-            self.workspace.enqueued_locked()
-        if record.status in TERMINAL_STATUSES:
-            if outputs is not None and encoded_out is not None:
-                text, exact = encoded_out
-                self.outputs_cache.put(run_id, outputs, len(text), exact)
-            if self._cache_size:
-                with self._cache_lock:
-                    self._recent[run_id] = record
-                    self._recent.move_to_end(run_id)
-                    if len(self._recent) > self._cache_size:
-                        self._recent.popitem(last=False)
+            if terminal and self._cache_size:
+                self._remember_locked(record)
+            self._enqueued_locked()
+        if terminal and outputs is not None and encoded_out is not None:
+            self.outputs_cache.put(run_id, outputs, len(encoded_out), True)
+
+    def _remember_locked(self, record: RunRecord) -> None:
+        recent = self._recent
+        recent[record.run_id] = record
+        recent.move_to_end(record.run_id)
+        if len(recent) > self._cache_size:
+            recent.popitem(last=False)
 
     async def create(self, record: RunRecord, inputs: Mapping[str, Any] | None = None) -> None:
         """Queue a new record (and the run's ``inputs``). Returns at once; durable after
@@ -642,6 +655,14 @@ class SqliteRunStore:
             clone.exact = False
         return self._row(clone, owner)
 
+    def single_statement(self, batch: dict[str, _Pending]) -> tuple[str, tuple[Any, ...]] | None:
+        """The journal insert of a one-record batch (see ``BatchSource.single_statement``)."""
+        if len(batch) != 1:
+            return None
+        for pending in batch.values():
+            return JOURNAL_RUN_SQL, self._row(pending, self.workspace.owner_token)
+        return None
+
     def write(
         self, conn: sqlite3.Connection, batch: dict[str, _Pending], urgent: bool, careful: bool
     ) -> None:
@@ -742,7 +763,7 @@ class SqliteRunStore:
             return self._queue.get(run_id) or self._inflight.get(run_id)
 
     def _cached(self, run_id: str) -> RunRecord | None:
-        with self._cache_lock:
+        with self._lock:
             return self._recent.get(run_id)
 
     def is_durable(self, run_id: str) -> bool:
@@ -1034,7 +1055,7 @@ class SqliteRunStore:
             return {"runs": len(ids), "rows": rows}, files, ids
 
         counts, files, deleted = await self.workspace.write(delete)
-        with self._cache_lock:
+        with self._lock:
             for run_id in deleted:
                 self._recent.pop(run_id, None)
         for run_id in deleted:

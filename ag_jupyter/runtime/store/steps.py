@@ -262,6 +262,9 @@ class WorkspaceSteps(StepBook):
     def prepare(self, batch: list[tuple[Any, ...]]) -> None:
         return None
 
+    def single_statement(self, batch: list[tuple[Any, ...]]) -> None:
+        return None  # lines go with run records, or in the writer's batches
+
     def write(
         self, conn: sqlite3.Connection, batch: list[tuple[Any, ...]], urgent: bool, careful: bool
     ) -> None:

@@ -198,6 +198,7 @@ class Workspace:
             describe_error=self._write_error,
             check_folder=self._check_folder,
             recover=self._recreate,
+            connect=self._connect,
             heartbeat=lambda c: register_owner(c, self.identity),
             heartbeat_s=HEARTBEAT_INTERVAL_S,
             on_close=lambda c: unregister_owner(c, self.identity),
@@ -600,9 +601,10 @@ class Workspace:
         self._read_pool.shutdown(wait=True)
         with self._readers_lock:
             readers, self._readers = self._readers, []
-        for conn in [*readers, self.engine.connection()]:
+        for conn in readers:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+        self.engine.close_connections()
 
     async def aclose(self) -> None:
         """:meth:`close` without blocking the event loop."""

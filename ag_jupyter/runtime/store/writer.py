@@ -50,9 +50,14 @@ _IDLE_AFTER_S = 1.0
 _MAX_QUEUED = 4096
 #: After a failed commit, queued records are retried on the next flush or after this delay.
 RETRY_AFTER_S = 2.0
-#: The WAL is checkpointed (in the writer thread) once it is this big...
+#: The WAL is checkpointed in the writer thread, on a connection of its own and without
+#: holding up commits (PASSIVE), once it is this big...
 CHECKPOINT_AT_BYTES = 8 << 20
-#: ...measured every this many commits (a stat of the WAL file costs ~1 µs).
+#: ...and restarted from empty (TRUNCATE: commits of this process wait meanwhile, handed
+#: to the writer, never stalling the loop) once it is this big, so it stays under 64 MiB
+#: whatever the load: a PASSIVE checkpoint cannot reset a WAL that is written to all along.
+TRUNCATE_AT_BYTES = 32 << 20
+#: The WAL's size is checked every this many commits (a stat costs ~1 µs).
 _WAL_CHECK_EVERY = 64
 
 # SQLite primary result codes that mean "the database cannot be written right now" (the
@@ -112,6 +117,11 @@ class BatchSource(Protocol):
     def prepare(self, payload: Any) -> None:
         """Do the slow work of ``payload`` before its transaction (encode large values,
         write blob files). Writer thread only."""
+
+    def single_statement(self, payload: Any) -> tuple[str, tuple[Any, ...]] | None:
+        """``(sql, params)`` when ``payload`` is one row an urgent write could store with a
+        single statement (committed as SQLite's implicit transaction: the cheapest commit
+        there is), else None."""
 
     def write(self, conn: sqlite3.Connection, payload: Any, urgent: bool, careful: bool) -> None:
         """Write ``payload`` inside the batch's transaction (``urgent``: someone waits).
@@ -179,6 +189,8 @@ class WriteEngine:
         database file is gone or replaced.
       recover: ``recover(exc) -> new connection`` in the writer thread after
         ``FolderGoneError`` (the workspace recreates its folder and database).
+      connect: opens another connection to the database (for PASSIVE checkpoints that
+        run beside commits); without it every checkpoint holds the write connection.
       heartbeat: ``heartbeat(conn)`` written in a batch every ``heartbeat_s`` seconds.
       on_close: ``on_close(conn)`` written in the last batch.
       commit_interval_s: seconds after the first queued write that a batch nobody awaits
@@ -195,6 +207,7 @@ class WriteEngine:
         describe_error: Callable[[BaseException], WorkspaceWriteError],
         check_folder: Callable[[], None] | None = None,
         recover: Callable[[BaseException], sqlite3.Connection] | None = None,
+        connect: Callable[[], sqlite3.Connection] | None = None,
         heartbeat: Callable[[sqlite3.Connection], None] | None = None,
         heartbeat_s: float = 30.0,
         on_close: Callable[[sqlite3.Connection], None] | None = None,
@@ -208,6 +221,8 @@ class WriteEngine:
         self._describe_error = describe_error
         self._check_folder = check_folder
         self._recover = recover
+        self._connect = connect
+        self._checkpointer: sqlite3.Connection | None = None
         self._heartbeat = heartbeat
         self._heartbeat_s = float(heartbeat_s)
         self._on_close = on_close
@@ -229,7 +244,8 @@ class WriteEngine:
         self._first_pending_at: float | None = None
         self._maintain_at: float | None = None
         self._commits = 0
-        self._checkpoint_due = False
+        self._checkpoint_due: str | None = None  # "PASSIVE" or "TRUNCATE"
+        self._wal_checkpointed = 0  # WAL size at the last checkpoint (bytes)
         self._flush_requested = False
         self._idle = False
         self._closing = False
@@ -365,15 +381,21 @@ class WriteEngine:
         try:
             if self._check_folder is not None:
                 self._check_folder()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for source, payload in payloads:
-                    source.write(conn, payload, True, False)
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
+            statement = (
+                payloads[0][0].single_statement(payloads[0][1]) if len(payloads) == 1 else None
+            )
+            if statement is not None:  # one row: SQLite's own implicit transaction
+                conn.execute(*statement)
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for source, payload in payloads:
+                        source.write(conn, payload, True, False)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise
         except Exception:
             # Busy, a folder gone, a refused row, a full disk...: the general path sorts
             # it out (it starts a new transaction; this one was rolled back).
@@ -488,6 +510,7 @@ class WriteEngine:
                 return _BUSY
             try:
                 self._conn = self._recover(exc) if self._recover is not None else self._conn
+                self._drop_checkpointer()  # it points at the old file
             except Exception as recover_exc:
                 log.warning(
                     "workspace %s: could not recreate the database: %s", self.label, recover_exc
@@ -545,9 +568,16 @@ class WriteEngine:
             return
         if size > self.peak_wal_bytes:
             self.peak_wal_bytes = size
-        if size >= CHECKPOINT_AT_BYTES and not self._checkpoint_due:
+        if size >= TRUNCATE_AT_BYTES:
+            mode: str | None = "TRUNCATE"
+        elif size - self._wal_checkpointed >= CHECKPOINT_AT_BYTES:
+            mode = "PASSIVE"  # another 8 MiB since the last checkpoint
+        else:
+            mode = None
+        if mode is not None and self._checkpoint_due != mode:
             with self.lock:
-                self._checkpoint_due = True
+                if self._checkpoint_due != "TRUNCATE":
+                    self._checkpoint_due = mode
                 self._wake_locked()
 
     def _after_commit(
@@ -711,27 +741,48 @@ class WriteEngine:
                     log.warning("workspace %s: maintenance failed: %s", self.label, exc)
             with self.lock:
                 self._update_maintain_at_locked()
-        if self._checkpoint_due or (force and self._commits):
-            self.checkpoint()
+        if force and self._commits:
+            self.checkpoint("TRUNCATE")  # going idle or closing: nothing else writes
+        elif self._checkpoint_due is not None:
+            self.checkpoint(self._checkpoint_due)
 
-    def checkpoint(self) -> tuple[int, int, int] | None:
-        """Copy the WAL back into the database file and restart it (writer thread, or any
-        thread when nothing else writes): ``PRAGMA wal_checkpoint(TRUNCATE)`` with the
-        connection held, so no commit of this process appends meanwhile and the WAL can
-        be reset. Commits attempted meanwhile go to the writer thread (never a loop
-        stall). Returns SQLite's ``(busy, log frames, checkpointed frames)`` or None."""
+    def checkpoint(self, mode: str = "TRUNCATE") -> tuple[int, int, int] | None:
+        """Copy the WAL back into the database file (writer thread).
+
+        ``"PASSIVE"``: on a connection of its own, beside commits (nothing waits); it
+        cannot restart a WAL that keeps being written. ``"TRUNCATE"``: with the write
+        connection held, so no commit of this process appends meanwhile and the WAL is
+        emptied; commits attempted meanwhile go to the writer thread (never a loop stall).
+        Returns SQLite's ``(busy, log frames, checkpointed frames)`` or None.
+        """
         self._note_wal_size_peak()
+        with contextlib.suppress(OSError):
+            self._wal_checkpointed = os.stat(self._wal_path).st_size
         try:
-            with self._conn_lock:
-                row = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if mode == "PASSIVE" and self._connect is not None:
+                if self._checkpointer is None:
+                    self._checkpointer = self._connect()
+                    self._checkpointer.execute("PRAGMA busy_timeout=0")
+                row = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            else:
+                with self._conn_lock:
+                    row = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                    self._commits = 0
+                    self._wal_checkpointed = 0
         except sqlite3.Error as exc:
             log.warning("workspace %s: checkpoint failed: %s", self.label, exc)
             return None
         finally:
-            self._commits = 0
             with self.lock:
-                self._checkpoint_due = False
+                if self._checkpoint_due == mode or mode == "TRUNCATE":
+                    self._checkpoint_due = None
         return tuple(row) if row else None  # type: ignore[return-value]
+
+    def _drop_checkpointer(self) -> None:
+        if self._checkpointer is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._checkpointer.close()
+            self._checkpointer = None
 
     def _note_wal_size_peak(self) -> None:
         with contextlib.suppress(OSError):
@@ -759,3 +810,9 @@ class WriteEngine:
     def connection(self) -> sqlite3.Connection:
         """The write connection (for the owner to close after :meth:`close`)."""
         return self._conn
+
+    def close_connections(self) -> None:
+        """Close the write connection and the checkpointer (after :meth:`close`)."""
+        self._drop_checkpointer()
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
