@@ -6,6 +6,7 @@ subprocess (skipped outside a git checkout)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -121,3 +122,19 @@ async def test_landed_memory_events_have_a15_fields(reopened) -> None:
     ]
     new = await mem.record("after", {"ok": True})
     assert (await mem.recent(limit=1))[0] == new
+
+
+async def test_landed_artifacts_read_with_a15_fields(reopened) -> None:
+    ctx, manager, artifact_id = reopened
+    arts = ctx.artifacts()
+    assert manager.store.workspace.migrated_on_open.get("artifacts") == (1, 2)
+    art = await arts.get_by_id(artifact_id)
+    assert art is not None
+    assert art.artifact_id == hashlib.sha256(b"old report").hexdigest()
+    assert (art.name, art.kind, art.mime, art.bytes) == ("report.md", "text", "text/markdown", 10)
+    assert (art.labels, art.metrics, art.tags, art.pinned) == ({"k": "v"}, {}, [], False)
+    assert (art.run_id, art.session_id) == ("old-run", "old")
+    assert await arts.load_text(art.uri) == "old report"
+    assert [a.artifact_id for a in await arts.list(level="session")] == [artifact_id]
+    await arts.pin(artifact_id)
+    assert (await arts.get_by_id(artifact_id)).pinned is True

@@ -8,7 +8,8 @@ and all of them from :class:`AgJupyterError`::
     AgJupyterError
     ├── GraphNotFoundError          (LookupError)  no graph registered under an id
     ├── RunNotFoundError            (LookupError)  no run with an id
-    ├── ArtifactNotFoundError       (LookupError)  no artifact with an id / URI
+    ├── ArtifactNotFoundError       (LookupError, FileNotFoundError)  no artifact with an id
+    ├── ArtifactURIError            (ValueError)   a URI that is not this workspace's artifact
     ├── RunInputError               (ValueError)   inputs do not fit the graph's signature
     ├── DuplicateRunIdError         (ValueError)   an explicit run id is taken
     ├── ServiceNotConfiguredError   (RuntimeError) llm / rag / mcp ... not set up
@@ -66,8 +67,18 @@ class ServiceNotConfiguredError(AgJupyterError, RuntimeError):
     """
 
 
-class ArtifactNotFoundError(AgJupyterError, LookupError):
-    """No artifact has the requested id in this workspace (or the id is not one)."""
+class ArtifactNotFoundError(AgJupyterError, LookupError, FileNotFoundError):
+    """No artifact has the requested id in this workspace (or the id is not one).
+
+    Also a ``FileNotFoundError``, which is what AetherGraph's ``load_*_by_id`` raise (its
+    documented examples catch that).
+    """
+
+
+class ArtifactURIError(AgJupyterError, ValueError):
+    """A URI or path given to ``context.artifacts()`` does not name an artifact of this
+    workspace (a file elsewhere, another storage's URI): it is refused, never read. The
+    message says how to bring the file in (``save_file``)."""
 
 
 # ------------------------------------------------------------------------ workspace
