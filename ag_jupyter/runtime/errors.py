@@ -20,7 +20,14 @@ and all of them from :class:`AgJupyterError`::
     └── LLMError                    (RuntimeError) the LLM endpoint could not answer
         ├── LLMConnectionError      (ConnectionError)
         │   └── LLMTimeoutError     (TimeoutError)
-        └── LLMHTTPError                           4xx / 5xx from the endpoint
+        ├── LLMHTTPError                           4xx / 5xx from the endpoint
+        │   ├── LLMAuthError        (PermissionError) 401 / 403: the key was refused
+        │   ├── LLMModelNotFoundError (LookupError) 404 for the model
+        │   └── LLMRateLimitError                  429: too many requests / quota
+        └── LLMOutputError          (ValueError)   an answer that is not the JSON asked for
+
+Every LLM error names the profile, the endpoint's URL and the model, and says what to do;
+none ever contains an API key.
 """
 
 from __future__ import annotations
@@ -115,31 +122,40 @@ class WorkspaceCorruptError(WorkspaceError):
 
 # ------------------------------------------------------------------------------ llm
 class LLMError(AgJupyterError, RuntimeError):
-    """The LLM server could not answer a chat request.
+    """An LLM endpoint could not answer a request (see the subclasses).
 
     Attributes:
-      base_url: the server's API root (str). model: the requested model (str | None).
+      base_url (str): the endpoint's API root. model (str | None): the requested model.
+      profile (str | None): the profile the request was made with.
     """
 
-    def __init__(self, message: str, *, base_url: str, model: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        base_url: str,
+        model: str | None = None,
+        profile: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.base_url = base_url
         self.model = model
+        self.profile = profile
 
 
 class LLMConnectionError(LLMError, ConnectionError):
-    """The LLM server could not be reached (refused, DNS, TLS, reset...)."""
+    """The LLM endpoint could not be reached (refused, DNS, TLS, reset...)."""
 
 
 class LLMTimeoutError(LLMConnectionError, TimeoutError):
-    """The LLM server did not answer within the configured time-out."""
+    """The LLM endpoint did not answer within the profile's time-out (seconds)."""
 
 
 class LLMHTTPError(LLMError):
-    """The LLM server answered with an HTTP error status (4xx/5xx).
+    """The LLM endpoint answered with an HTTP error status (4xx/5xx).
 
     Attributes:
-      status_code (int): the HTTP status. server_message (str): the server's error message.
+      status_code (int): the HTTP status. server_message (str): the endpoint's message.
       body: the decoded error body (dict, str or None).
     """
 
@@ -152,8 +168,42 @@ class LLMHTTPError(LLMError):
         status_code: int,
         server_message: str,
         body: Any = None,
+        profile: str | None = None,
     ) -> None:
-        super().__init__(message, base_url=base_url, model=model)
+        super().__init__(message, base_url=base_url, model=model, profile=profile)
         self.status_code = status_code
         self.server_message = server_message
         self.body = body
+
+
+class LLMAuthError(LLMHTTPError, PermissionError):
+    """401 / 403: the endpoint refused the profile's API key (or it has none)."""
+
+
+class LLMModelNotFoundError(LLMHTTPError, LookupError):
+    """404 for the requested model: the endpoint does not serve it under that name."""
+
+
+class LLMRateLimitError(LLMHTTPError):
+    """429: too many requests, or the account's quota is used up.
+
+    Attributes:
+      retry_after_s (float | None): seconds the endpoint asked to wait, when it said.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after_s = retry_after_s
+
+
+class LLMOutputError(LLMError, ValueError):
+    """The model's answer is not what the request asked for (``output_format="json"`` /
+    ``json_schema=`` / a pydantic model): not JSON, or JSON that does not fit the schema.
+
+    Attributes:
+      text (str): the raw answer.
+    """
+
+    def __init__(self, message: str, *, text: str, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.text = text
