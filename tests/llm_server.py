@@ -2,7 +2,8 @@
 ``http.server`` in a thread), recording every request it receives.
 
 Routes: ``POST /v1/chat/completions`` (JSON and SSE streaming), ``POST /v1/embeddings``,
-``GET /v1/models``; anything else answers 404 ("no route").
+``POST /v1/responses`` (a canned Responses API answer), ``GET /v1/models``; anything else
+answers 404 ("no route").
 """
 
 from __future__ import annotations
@@ -173,12 +174,28 @@ class FakeOpenAIServer:
                 )
                 if server.delay_s:
                     time.sleep(server.delay_s)
-                if self.path not in ("/v1/chat/completions", "/v1/embeddings"):
+                if self.path not in ("/v1/chat/completions", "/v1/embeddings", "/v1/responses"):
                     self._error(404, f"no route {self.path}")
                     return
                 failing = server.fail_times is None or n <= server.fail_times
                 if server.fail_status is not None and failing:
                     self._error(server.fail_status, server.fail_message, server.fail_code)
+                    return
+                if self.path == "/v1/responses":  # a Responses API answer, for raw()
+                    self._json(
+                        200,
+                        {
+                            "id": "resp-test",
+                            "object": "response",
+                            "output": [
+                                {
+                                    "type": "message",
+                                    "content": [{"type": "output_text", "text": server.text}],
+                                }
+                            ],
+                            "usage": {"input_tokens": 9, "output_tokens": 4},
+                        },
+                    )
                     return
                 if self.path == "/v1/embeddings":
                     inputs = body.get("input")

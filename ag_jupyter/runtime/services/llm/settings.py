@@ -17,8 +17,10 @@ for a profile named ``NAME`` (case-insensitive, as AetherGraph's pydantic settin
   profile off.
 - For ``default`` only, after those: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``,
   ``AG_LLM_MODEL`` (then ``OPENAI_MODEL``), ``AG_LLM_TIMEOUT_S``, ``AG_LLM_MAX_RETRIES``.
-  ``OPENAI_API_KEY`` is also the key of any profile that talks to OpenAI itself (provider
-  ``openai`` without a base URL of its own); it is never sent to another endpoint.
+  As in a15's client, ``OPENAI_BASE_URL`` is also the default base URL of every profile
+  whose provider is ``openai`` (``OLLAMA_BASE_URL`` of every ``ollama`` one, ...), and
+  ``OPENAI_API_KEY`` the key of any ``openai`` profile that has none and talks to OpenAI
+  or to ``OPENAI_BASE_URL``; it is never sent to an endpoint a profile names itself.
 - At run time: :func:`configure_profile` (``context.llm(profile=..., model=..., ...)``),
   :func:`set_key` (``context.llm_set_key``) and :func:`register_llm_client`: kept in this
   process only, never written anywhere.
@@ -242,6 +244,14 @@ def _provider(value: str | None, where: str) -> str:
     return provider
 
 
+def _label(where: str, field: str) -> str:
+    """How an error names a field: the variable (``AETHERGRAPH_LLM__DEFAULT__TIMEOUT``)
+    when ``where`` is a variable prefix, else ``"<where> <field>"``."""
+    if where.startswith("AETHERGRAPH_"):
+        return f"{where}__{field.upper()}"
+    return f"{where} {field}"
+
+
 def _build(
     name: str,
     values: Mapping[str, Any],
@@ -268,7 +278,9 @@ def _build(
     elif base is not None:
         base_url = base.base_url
     else:
-        from_env = _env(environ, url_var) if url_var and provider != "openai" else None
+        # As a15's GenericLLMClient: OPENAI_BASE_URL is every openai profile's default,
+        # OLLAMA_BASE_URL every ollama profile's, ...
+        from_env = _env(environ, url_var) if url_var else None
         base_url = from_env or default_url or ""
     base_url = base_url.rstrip("/")
     if not base_url:
@@ -278,15 +290,18 @@ def _build(
         api_key = _env(environ, str(values["api_key_ref"]))
     if api_key is None and base is not None and base.base_url == base_url:
         api_key = base.api_key
-    if api_key is None and provider == "openai" and base_url == OPENAI_BASE_URL:
-        api_key = _env(environ, ENV_API_KEY)  # only ever sent to OpenAI itself
+    openai_urls = {OPENAI_BASE_URL, (_env(environ, ENV_BASE_URL) or "").rstrip("/")}
+    if api_key is None and provider == "openai" and base_url in openai_urls:
+        # OPENAI_API_KEY goes to OpenAI or to the server OPENAI_BASE_URL names, never
+        # to an endpoint a profile names for itself.
+        api_key = _env(environ, ENV_API_KEY)
     hosted_default = provider not in LOCAL_PROVIDERS and base_url == (default_url or "")
     if not api_key and hosted_default:
         return None
     effort = values.get("reasoning_effort") or (base.reasoning_effort if base else None)
     if effort is not None and str(effort).lower() not in REASONING_EFFORTS:
         raise ValueError(
-            f"{where}: reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}, "
+            f"{_label(where, 'reasoning_effort')} must be one of {', '.join(REASONING_EFFORTS)}, "
             f"got {effort!r}"
         )
     timeout = values.get("timeout")
@@ -298,10 +313,10 @@ def _build(
         embed_model=values.get("embed_model") or (base.embed_model if base else None),
         base_url=base_url,
         api_key=Secret(api_key) if api_key else None,
-        timeout_s=_float(timeout, f"{where} timeout")
+        timeout_s=_float(timeout, _label(where, "timeout"))
         if timeout is not None
         else (base.timeout_s if base else DEFAULT_TIMEOUT_S),
-        max_retries=_int(retries, f"{where} max_retries")
+        max_retries=_int(retries, _label(where, "max_retries"))
         if retries is not None
         else (base.max_retries if base else DEFAULT_MAX_RETRIES),
         reasoning_effort=str(effort).lower() if effort else None,
@@ -356,7 +371,7 @@ def profiles_from_env(environ: Mapping[str, str] | None = None) -> dict[str, LLM
             default_values,
             env,
             source="env",
-            where="AETHERGRAPH_LLM__DEFAULT / OPENAI_*",
+            where="AETHERGRAPH_LLM__DEFAULT",
         )
         if built is not None:
             out[DEFAULT_PROFILE] = built
