@@ -763,10 +763,17 @@ async def test_a_planted_key_is_nowhere_in_the_workspace(
             await context.memory().record("error", {"message": str(exc)})
         return {"text": text, "usage": usage, "llm": repr(context.llm())}
 
+    @graph_fn("leaky_fails")
+    async def leaky_fails(context: NodeContext) -> None:
+        await context.llm().chat(USER_MSG)  # the 401 above, uncaught: the run fails
+
     try:
         final, _ = await _run(manager, "leaky")
         assert auth(server.requests[0]) == f"Bearer {PLANTED}"  # it did reach the endpoint
         assert [s["error"] for s in await manager.steps(final.run_id)][-1] is not None
+        failed, _, _, _ = await manager.run_and_wait("leaky_fails", inputs={})
+        assert failed.status == "failed" and "LLMAuthError" in failed.error
+        assert "Traceback" in json.dumps(failed.meta)
     finally:
         await manager.close()
     for path in (tmp_path / "ws").rglob("*"):

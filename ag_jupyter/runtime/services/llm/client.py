@@ -482,7 +482,7 @@ class LLMService:
                 err = self._translate(exc, model)
                 if err is None:
                     raise
-                raise err from exc
+                raise err from None  # the cause may quote a key
             choices = getattr(resp, "choices", None)
             if not isinstance(choices, list):
                 raise LLMError(
@@ -637,7 +637,7 @@ class LLMService:
                 err = self._translate(exc, model)
                 if err is None:
                     raise
-                raise err from exc
+                raise err from None  # the cause may quote a key
             usage = usage_dict(getattr(resp, "usage", None))
             vectors = [list(d.embedding) for d in sorted(resp.data, key=lambda d: d.index)]
         except BaseException as exc:
@@ -711,7 +711,7 @@ class LLMService:
             err = self._translate(exc, None)
             if err is None:
                 raise
-            raise err from exc
+            raise err from None  # the cause may quote a key
         raise ValueError(f"raw() method must be GET, POST, PUT, PATCH or DELETE, got {method!r}")
 
     def bind(self, context: Any) -> BoundLLM:
@@ -978,7 +978,7 @@ class ChatStream:
                 err = svc._translate(exc, self.model)
                 if err is None:
                     raise
-                raise err from exc
+                raise err from None  # the cause may quote a key
             svc._stream_usage_ok = False
         params.pop("stream_options", None)
         try:
@@ -987,7 +987,7 @@ class ChatStream:
             err = svc._translate(exc, self.model)
             if err is None:
                 raise
-            raise err from exc
+            raise err from None  # the cause may quote a key
 
     async def _run(self) -> AsyncIterator[str]:
         svc = self._service
@@ -1016,7 +1016,7 @@ class ChatStream:
             self._done(err or exc)
             if err is None:
                 raise
-            raise err from exc
+            raise err from None  # the cause may quote a key
         finally:
             await stream.close()
         if self._auto_usage and self.usage and svc._stream_usage_ok is None:
