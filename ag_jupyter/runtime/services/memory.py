@@ -885,12 +885,13 @@ class SessionMemory:
             where.append("instr(lower(text), lower(?)) > 0")
             params.append(text_contains)
         start, end = _epoch(since, "since"), _epoch(until, "until")
+        # ts has microseconds: half a microsecond of slack makes since=event.ts match it
         if start is not None:
             where.append("created_at >= ?")
-            params.append(start)
+            params.append(start - 5e-7)
         if end is not None:
             where.append("created_at <= ?")
-            params.append(end)
+            params.append(end + 5e-7)
         sql = (
             f"SELECT {_COLUMNS} FROM memory WHERE {' AND '.join(where)} "
             f"ORDER BY id {direction.upper()} LIMIT ? OFFSET ?"
