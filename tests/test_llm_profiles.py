@@ -779,3 +779,48 @@ async def test_a_planted_key_is_nowhere_in_the_workspace(
     for path in (tmp_path / "ws").rglob("*"):
         if path.is_file():
             assert PLANTED.encode() not in path.read_bytes(), path
+
+
+async def test_a_step_previews_the_request_without_secrets(
+    server: FakeOpenAIServer, manager: RunManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure_env(monkeypatch, server)
+
+    @graph_fn("llm_preview")
+    async def llm_preview(context: NodeContext) -> None:
+        await context.llm().chat(
+            USER_MSG,
+            max_tokens=33,
+            extra_headers={"Authorization": f"Bearer {PLANTED}"},
+            extra_body={"api_key": PLANTED, "top_k": 4},
+        )
+
+    final, _ = await _run(manager, "llm_preview")
+    (step,) = await manager.steps(final.run_id)
+    preview = json.loads(step["inputs_preview"])
+    assert preview["profile"] == "default" and preview["model"] == "test-model"
+    assert preview["max_tokens"] == 33 and preview["messages"] == USER_MSG
+    assert preview["extra_body"] == {"api_key": "***", "top_k": 4}
+    assert PLANTED not in step["inputs_preview"] and "extra_headers" not in preview
+    assert step["outputs_preview"] == server.text
+    assert server.requests[0]["body"]["api_key"] == PLANTED  # sent where it was asked to go
+
+
+async def test_docs_examples_llm_md_L256_inline_config_native_root_is_mapped() -> None:
+    """The example's base URL is Gemini's native API root; requests go to its
+    OpenAI-compatible API under it (no request is made here: that needs the network)."""
+    async with open_session() as context:
+        client = context.llm(
+            profile="lab",
+            provider="google",
+            model="gemini-1.5-pro-latest",
+            api_key="AIzaSy...",
+            base_url="https://generativelanguage.googleapis.com",
+            timeout=60.0,
+        )
+    assert client.base_url == "https://generativelanguage.googleapis.com/v1beta/openai"
+    assert (client.model, client.provider, client.service.timeout_s) == (
+        "gemini-1.5-pro-latest",
+        "google",
+        60.0,
+    )

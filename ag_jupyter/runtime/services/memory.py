@@ -937,12 +937,14 @@ class SessionMemory:
         kinds: str | Iterable[str] | None = None,
         tags: Iterable[str] | None = None,
         limit: int = 50,
+        overfetch: int = 5,
         level: str | None = None,
         use_persistence: bool = False,
         return_event: bool = True,
     ) -> list[Any]:
         """The newest ``limit`` events matching ``kinds`` and ``tags``, newest first
-        (0.1.0a17's ``recent_events``). Errors: as :meth:`query_events`."""
+        (0.1.0a17's ``recent_events``; a15's ``overfetch`` is accepted and not needed:
+        tags are filtered in SQL). Errors: as :meth:`query_events`."""
         return await self.query_events(
             kinds=kinds, tags=tags, limit=limit, level=level, return_event=return_event
         )

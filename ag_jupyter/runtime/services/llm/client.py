@@ -46,7 +46,17 @@ if TYPE_CHECKING:
 
 RUN_ID_HEADER = "X-AG-Run-Id"
 SESSION_ID_HEADER = "X-AG-Session-Id"
-_SECRET_WORDS = ("authorization", "api_key", "api-key", "apikey", "token", "secret", "password")
+_SECRET_WORDS = (
+    "authorization",
+    "api_key",
+    "api-key",
+    "apikey",
+    "secret",
+    "password",
+    "access_token",
+    "auth_token",
+)
+_SECRET_NAMES = frozenset({"token", "key", "bearer"})
 
 Recorder = Callable[..., None]
 
@@ -144,13 +154,15 @@ def usage_numbers(usage: Mapping[str, Any]) -> tuple[int, int, int]:
     return prompt, completion, cached
 
 
+def _is_secret(name: str) -> bool:
+    low = name.lower()
+    return low in _SECRET_NAMES or any(w in low for w in _SECRET_WORDS)
+
+
 def _redacted(value: Any) -> Any:
     """``value`` with the values of secret-looking keys replaced (request previews)."""
     if isinstance(value, Mapping):
-        return {
-            k: "***" if any(w in str(k).lower() for w in _SECRET_WORDS) else _redacted(v)
-            for k, v in value.items()
-        }
+        return {k: "***" if _is_secret(str(k)) else _redacted(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_redacted(v) for v in value]
     return value

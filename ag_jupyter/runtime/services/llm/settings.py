@@ -78,6 +78,11 @@ PROVIDERS: dict[str, tuple[str | None, str | None]] = {
     "anthropic": ("https://api.anthropic.com/v1", None),
     "azure": (None, None),  # give base_url: https://<resource>.openai.azure.com/openai/v1
 }
+#: Native API roots (as AetherGraph's docs give them) -> their OpenAI-compatible roots.
+_NATIVE_ROOTS = {
+    ("google", "https://generativelanguage.googleapis.com"): PROVIDERS["google"][0],
+    ("anthropic", "https://api.anthropic.com"): PROVIDERS["anthropic"][0],
+}
 #: Providers that run on the user's machine: no key needed.
 LOCAL_PROVIDERS = frozenset({"vllm", "ollama", "lmstudio"})
 REASONING_EFFORTS = ("minimal", "low", "medium", "high", "xhigh", "max")
@@ -282,7 +287,7 @@ def _build(
         # OLLAMA_BASE_URL every ollama profile's, ...
         from_env = _env(environ, url_var) if url_var else None
         base_url = from_env or default_url or ""
-    base_url = base_url.rstrip("/")
+    base_url = _NATIVE_ROOTS.get((provider, base_url.rstrip("/")), base_url.rstrip("/"))
     if not base_url:
         raise ValueError(f"{where}: provider {provider!r} needs a base URL (BASE_URL)")
     api_key = values.get("api_key")
