@@ -1,23 +1,24 @@
-"""The ``llm()`` service against a real OpenAI-compatible HTTP server on 127.0.0.1.
-
-The server (stdlib ``http.server`` in a thread) implements ``POST /v1/chat/completions``
-(JSON and SSE streaming) and records every request it receives.
-"""
+"""The ``llm()`` service against a real OpenAI-compatible HTTP server on 127.0.0.1
+(``tests/llm_server.py``), which records every request it receives."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
-import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from llm_server import (
+    DEFAULT_CHUNKS,
+    USER_MSG,
+    FakeOpenAIServer,
+    configure_env,
+    free_port,
+    reset_llm_state,
+    running_server,
+)
 
 from ag_jupyter import open_session
 from ag_jupyter.runtime import ServiceNotConfiguredError
@@ -34,230 +35,20 @@ from ag_jupyter.runtime.services.llm import (
     LLMTimeoutError,
 )
 
-ENV_VARS = (
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "OPENAI_MODEL",
-    "AG_LLM_MODEL",
-    "AG_LLM_TIMEOUT_S",
-    "AG_LLM_MAX_RETRIES",
-    "OPENAI_ORG_ID",
-    "OPENAI_PROJECT_ID",
-)
-
-USER_MSG = [{"role": "user", "content": "Give me a haiku about photons."}]
-DEFAULT_CHUNKS = ["Photons ", "race ", "through ", "the ", "dark"]
-
-
-# --------------------------------------------------------------------------- fake server
-class _QuietServer(ThreadingHTTPServer):
-    """Ignores clients that hang up early (time-out tests); keeps other handler errors."""
-
-    daemon_threads = True
-    block_on_close = False
-    errors: list[BaseException]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if exc is not None and not isinstance(exc, ConnectionError):
-            self.errors.append(exc)
-
-
-class FakeOpenAIServer:
-    """A minimal OpenAI-compatible chat-completions server with request recording.
-
-    Knobs (set by tests): ``chunks`` (the reply, as stream deltas), ``usage`` (None: omit),
-    ``fail_status``/``fail_message`` (answer every request with that HTTP error),
-    ``reject_stream_options`` (400 when a request carries ``stream_options``),
-    ``delay_s`` (sleep before answering), ``raw_body`` (answer 200 with this text/html),
-    ``stream_error`` (send an SSE error event after the first delta).
-    """
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self.chunks: list[str] = list(DEFAULT_CHUNKS)
-        self.usage: dict[str, int] | None = {
-            "prompt_tokens": 11,
-            "completion_tokens": 5,
-            "total_tokens": 16,
-        }
-        self.fail_status: int | None = None
-        self.fail_message = "something broke"
-        self.reject_stream_options = False
-        self.delay_s = 0.0
-        self.raw_body: str | None = None
-        self.stream_error: str | None = None
-        self.handler_errors: list[BaseException] = []
-        self.httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
-        self.httpd.errors = self.handler_errors
-        self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def root(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{self.root}/v1"
-
-    @property
-    def text(self) -> str:
-        return "".join(self.chunks)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def record(self, entry: dict[str, Any]) -> None:
-        with self._lock:
-            self.requests.append(entry)
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _json(self, status: int, payload: Any) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _error(self, status: int, message: str) -> None:
-                self._json(
-                    status,
-                    {"error": {"message": message, "type": "server_error", "code": None}},
-                )
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                try:
-                    body = json.loads(raw or b"{}")
-                except ValueError:
-                    body = {"_raw": raw.decode(errors="replace")}
-                server.record(
-                    {
-                        "path": self.path,
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "body": body,
-                    }
-                )
-                if server.delay_s:
-                    time.sleep(server.delay_s)
-                if self.path != "/v1/chat/completions":
-                    self._error(404, f"no route {self.path}")
-                    return
-                if server.fail_status is not None:
-                    self._error(server.fail_status, server.fail_message)
-                    return
-                if server.raw_body is not None:
-                    data = server.raw_body.encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/html")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    return
-                if body.get("stream"):
-                    if server.reject_stream_options and "stream_options" in body:
-                        self._error(400, "stream_options: Extra inputs are not permitted")
-                        return
-                    self._stream(body)
-                    return
-                payload: dict[str, Any] = {
-                    "id": "chatcmpl-test",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": body.get("model"),
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": server.text},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                }
-                if server.usage is not None:
-                    payload["usage"] = server.usage
-                self._json(200, payload)
-
-            def _sse(self, payload: Any) -> None:
-                text = payload if isinstance(payload, str) else json.dumps(payload)
-                self.wfile.write(f"data: {text}\n\n".encode())
-                self.wfile.flush()
-
-            def _stream(self, body: dict[str, Any]) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Cache-Control", "no-cache")
-                self.end_headers()  # HTTP/1.0: the body ends when the connection closes
-                base = {
-                    "id": "chatcmpl-test",
-                    "object": "chat.completion.chunk",
-                    "created": int(time.time()),
-                    "model": body.get("model"),
-                }
-
-                def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-                    choice = {"index": 0, "delta": delta, "finish_reason": finish}
-                    return {**base, "choices": [choice]}
-
-                self._sse(chunk({"role": "assistant", "content": ""}))
-                for i, piece in enumerate(server.chunks):
-                    self._sse(chunk({"content": piece}))
-                    if i == 0 and server.stream_error:
-                        self._sse({"error": {"message": server.stream_error}})
-                        return
-                self._sse(chunk({}, "stop"))
-                include = (body.get("stream_options") or {}).get("include_usage")
-                if include and server.usage is not None:
-                    self._sse({**base, "choices": [], "usage": server.usage})
-                self._sse("[DONE]")
-
-        return Handler
-
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No OPENAI_* / AG_LLM_* variable of the developer's machine reaches a test."""
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    yield from reset_llm_state(monkeypatch)
 
 
 @pytest.fixture
 def server() -> Iterator[FakeOpenAIServer]:
-    srv = FakeOpenAIServer()
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-    assert srv.handler_errors == []
+    yield from running_server()
 
 
 @pytest.fixture
 def closed_port() -> int:
-    """A loopback port nothing listens on (connections are refused at once)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def configure_env(monkeypatch: pytest.MonkeyPatch, srv: FakeOpenAIServer) -> None:
-    monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123")
-    monkeypatch.setenv("AG_LLM_MODEL", "test-model")
+    return free_port()
 
 
 # --------------------------------------------------------------------------------- chat

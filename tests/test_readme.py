@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from jupyter_client.manager import start_new_kernel
-from test_llm import ENV_VARS, FakeOpenAIServer
+from llm_server import ENV_VARS, FakeOpenAIServer
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -357,13 +357,13 @@ async def test_small_flushes_commit_inline_on_the_loop_thread(
     ws: Workspace, store: SqliteRunStore
 ) -> None:
     threads: list[int] = []
-    real_write = store.write
+    real_row = store._row  # every commit builds its rows, wherever it runs
 
-    def recording_write(*args: Any, **kwargs: Any) -> Any:
+    def recording_row(*args: Any, **kwargs: Any) -> Any:
         threads.append(threading.get_ident())
-        return real_write(*args, **kwargs)
+        return real_row(*args, **kwargs)
 
-    store.write = recording_write  # type: ignore[method-assign]
+    store._row = recording_row  # type: ignore[method-assign]
     before = ws.engine.thread_commits
     for i in range(20):
         await store.update(record(f"s{i}", status=RunStatus.succeeded), {"i": i})

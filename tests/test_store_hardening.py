@@ -387,7 +387,9 @@ async def test_a_workspace_written_by_the_landed_code_opens_and_reads(tmp_path: 
         assert await manager.get_inputs(run_id) == {}  # runs stored before inputs were kept
         ctx = Ctx()
         ctx.session_id = "legacy"
-        assert await manager.services.get("kv", ctx).get("old-key") == {"v": 5}
+        # The landed kv was session-scoped: its keys are in that session's scope now.
+        kv = manager.services.get("kv", ctx)
+        assert await kv.session_scope("legacy").get("old-key") == {"v": 5}
         events = await manager.services.get("memory", ctx).recent(5)
         assert [e.kind for e in events] == ["old-kind"]
         assert await manager.services.get("artifacts", ctx).load_bytes(art_id) == b"old bytes"

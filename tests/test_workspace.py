@@ -129,7 +129,7 @@ async def test_workspace_runtime_gives_a_manager_with_kv_memory_and_artifacts(
     async def uses_services(context: object) -> dict[str, object]:
         await context.kv().set("k", [1, 2])  # type: ignore[attr-defined]
         await context.memory().record("note", {"n": 1})  # type: ignore[attr-defined]
-        art = await context.artifacts().save_text("hi", "greeting.txt")  # type: ignore[attr-defined]
+        art = await context.artifacts().save_text("greeting.txt", name="hi")  # type: ignore[attr-defined]
         return {"kv": await context.kv().get("k"), "art": art.id}  # type: ignore[attr-defined]
 
     manager = RunManager(registry=registry, **workspace_runtime(tmp_path / "ws"))

@@ -8,7 +8,8 @@ and all of them from :class:`AgJupyterError`::
     AgJupyterError
     ├── GraphNotFoundError          (LookupError)  no graph registered under an id
     ├── RunNotFoundError            (LookupError)  no run with an id
-    ├── ArtifactNotFoundError       (LookupError)  no artifact with an id / URI
+    ├── ArtifactNotFoundError       (LookupError, FileNotFoundError)  no artifact with an id
+    ├── ArtifactURIError            (ValueError)   a URI that is not this workspace's artifact
     ├── RunInputError               (ValueError)   inputs do not fit the graph's signature
     ├── DuplicateRunIdError         (ValueError)   an explicit run id is taken
     ├── ServiceNotConfiguredError   (RuntimeError) llm / rag / mcp ... not set up
@@ -19,7 +20,11 @@ and all of them from :class:`AgJupyterError`::
     ├── LLMError                    (RuntimeError) the LLM endpoint could not answer
     │   ├── LLMConnectionError      (ConnectionError)
     │   │   └── LLMTimeoutError     (TimeoutError)
-    │   └── LLMHTTPError                           4xx / 5xx from the endpoint
+    │   ├── LLMHTTPError                           4xx / 5xx from the endpoint
+    │   │   ├── LLMAuthError        (PermissionError) 401 / 403: the key was refused
+    │   │   ├── LLMModelNotFoundError (LookupError) 404 for the model
+    │   │   └── LLMRateLimitError                  429: too many requests / quota
+    │   └── LLMOutputError          (ValueError)   an answer that is not the JSON asked for
     └── MCPError                    (RuntimeError: what AetherGraph 0.1.0a15 raised)
         ├── MCPConfigError          (ValueError)   a configured server's settings are wrong
         ├── MCPServerStartError                    the server would not start or handshake
@@ -28,7 +33,9 @@ and all of them from :class:`AgJupyterError`::
         ├── MCPRequestError                        a JSON-RPC error answer (unknown tool...)
         └── MCPToolError                           a tool result with ``isError: true``
 
-MCP messages never contain ``env`` values or HTTP header values: they are secrets.
+Every LLM error names the profile, the endpoint's URL and the model, and says what to do;
+none ever contains an API key. MCP messages never contain ``env`` values or HTTP header
+values: they are secrets.
 """
 
 from __future__ import annotations
@@ -75,8 +82,18 @@ class ServiceNotConfiguredError(AgJupyterError, RuntimeError):
     """
 
 
-class ArtifactNotFoundError(AgJupyterError, LookupError):
-    """No artifact has the requested id in this workspace (or the id is not one)."""
+class ArtifactNotFoundError(AgJupyterError, LookupError, FileNotFoundError):
+    """No artifact has the requested id in this workspace (or the id is not one).
+
+    Also a ``FileNotFoundError``, which is what AetherGraph's ``load_*_by_id`` raise (its
+    documented examples catch that).
+    """
+
+
+class ArtifactURIError(AgJupyterError, ValueError):
+    """A URI or path given to ``context.artifacts()`` does not name an artifact of this
+    workspace (a file elsewhere, another storage's URI): it is refused, never read. The
+    message says how to bring the file in (``save_file``)."""
 
 
 # ------------------------------------------------------------------------ workspace
@@ -113,31 +130,40 @@ class WorkspaceCorruptError(WorkspaceError):
 
 # ------------------------------------------------------------------------------ llm
 class LLMError(AgJupyterError, RuntimeError):
-    """The LLM server could not answer a chat request.
+    """An LLM endpoint could not answer a request (see the subclasses).
 
     Attributes:
-      base_url: the server's API root (str). model: the requested model (str | None).
+      base_url (str): the endpoint's API root. model (str | None): the requested model.
+      profile (str | None): the profile the request was made with.
     """
 
-    def __init__(self, message: str, *, base_url: str, model: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        base_url: str,
+        model: str | None = None,
+        profile: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.base_url = base_url
         self.model = model
+        self.profile = profile
 
 
 class LLMConnectionError(LLMError, ConnectionError):
-    """The LLM server could not be reached (refused, DNS, TLS, reset...)."""
+    """The LLM endpoint could not be reached (refused, DNS, TLS, reset...)."""
 
 
 class LLMTimeoutError(LLMConnectionError, TimeoutError):
-    """The LLM server did not answer within the configured time-out."""
+    """The LLM endpoint did not answer within the profile's time-out (seconds)."""
 
 
 class LLMHTTPError(LLMError):
-    """The LLM server answered with an HTTP error status (4xx/5xx).
+    """The LLM endpoint answered with an HTTP error status (4xx/5xx).
 
     Attributes:
-      status_code (int): the HTTP status. server_message (str): the server's error message.
+      status_code (int): the HTTP status. server_message (str): the endpoint's message.
       body: the decoded error body (dict, str or None).
     """
 
@@ -150,11 +176,45 @@ class LLMHTTPError(LLMError):
         status_code: int,
         server_message: str,
         body: Any = None,
+        profile: str | None = None,
     ) -> None:
-        super().__init__(message, base_url=base_url, model=model)
+        super().__init__(message, base_url=base_url, model=model, profile=profile)
         self.status_code = status_code
         self.server_message = server_message
         self.body = body
+
+
+class LLMAuthError(LLMHTTPError, PermissionError):
+    """401 / 403: the endpoint refused the profile's API key (or it has none)."""
+
+
+class LLMModelNotFoundError(LLMHTTPError, LookupError):
+    """404 for the requested model: the endpoint does not serve it under that name."""
+
+
+class LLMRateLimitError(LLMHTTPError):
+    """429: too many requests, or the account's quota is used up.
+
+    Attributes:
+      retry_after_s (float | None): seconds the endpoint asked to wait, when it said.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after_s = retry_after_s
+
+
+class LLMOutputError(LLMError, ValueError):
+    """The model's answer is not what the request asked for (``output_format="json"`` /
+    ``json_schema=`` / a pydantic model): not JSON, or JSON that does not fit the schema.
+
+    Attributes:
+      text (str): the raw answer.
+    """
+
+    def __init__(self, message: str, *, text: str, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.text = text
 
 
 # ------------------------------------------------------------------------------ mcp

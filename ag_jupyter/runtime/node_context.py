@@ -457,20 +457,77 @@ class NodeContext:
         """
         return self.svc("logger")
 
-    def llm(self) -> BoundLLM:
-        """The chat model client (OpenAI-compatible); raises ServiceNotConfiguredError."""
-        return self.svc("llm")
+    def llm(
+        self,
+        profile: str = "default",
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        azure_deployment: str | None = None,
+        timeout: float | None = None,
+    ) -> BoundLLM:
+        """The LLM client of ``profile`` (a15's ``context.llm(profile="default", *, ...)``;
+        ``context.llm("name")`` too). Overrides create or update the profile in this process
+        first. Its calls are steps of this run (see ``services/llm``).
+
+        Raises:
+          ServiceNotConfiguredError: if the profile is not configured (at once), or a
+            profile other than the default is asked of an injected service without profiles.
+        """
+        service = self.svc("llm")
+        overrides = {
+            k: v
+            for k, v in (("provider", provider), ("model", model), ("base_url", base_url),
+                         ("api_key", api_key), ("azure_deployment", azure_deployment),
+                         ("timeout", timeout))
+            if v is not None
+        }
+        select = getattr(service, "select", None)
+        if callable(select):
+            return select(profile, **overrides)
+        if profile != "default" or overrides:
+            raise ServiceNotConfiguredError(
+                f"the llm service of this context ({type(service).__name__}, injected) has no "
+                f"profiles; ask for context.llm() without profile={profile!r} or overrides"
+            )
+        return service
+
+    def llm_set_key(
+        self,
+        provider: str,
+        model: str | None = None,
+        api_key: str | None = None,
+        profile: str = "default",
+    ) -> None:
+        """Set ``profile``'s provider, model and API key in this process (a15; ``model``
+        may be left out, as AetherGraph's tutorial t5 writes it). The key is kept in
+        memory only and never shown.
+
+        Raises:
+          TypeError: if ``api_key`` is missing. ServiceNotConfiguredError: if this context's
+            llm service (an injected one) has no profiles.
+        """
+        setter = getattr(self.svc("llm"), "set_key", None)
+        if not callable(setter):
+            raise ServiceNotConfiguredError(
+                "the llm service of this context (injected) has no profiles to set a key on"
+            )
+        setter(provider, model, api_key, profile)
 
     def artifacts(self) -> ArtifactStore:
-        """The artifact store of this workspace, scoped to this run/session."""
+        """The artifact store of this workspace (AetherGraph's API), stamped with this
+        run/session."""
         return self.svc("artifacts")
 
     def memory(self) -> SessionMemory:
-        """The event memory of this session."""
+        """The event memory of this session (of this run without a session)."""
         return self.svc("memory")
 
     def kv(self) -> KVStore:
-        """The key-value store, scoped to this session."""
+        """The key-value store: the workspace's global scope, shared by every run and
+        session (as AetherGraph's kv); ``.session_scope()`` for this session's own keys."""
         return self.svc("kv")
 
     @property

@@ -1097,6 +1097,51 @@ class RunManager:
         """
         return await self.services.steps.steps(run_id)
 
+    async def usage(
+        self, run_id: str | None = None, session_id: str | None = None
+    ) -> dict[str, Any]:
+        """Token usage summed from the stored LLM steps (``kind="llm"``) of one run, of a
+        session's runs, or of every run: ``{"calls", "prompt_tokens", "completion_tokens",
+        "cached_tokens", "cost"}``, the keys of a finished run's ``meta["usage"]``.
+        ``cost`` is None unless every call had a price (``llm_prices``): never a partial or
+        guessed cost.
+
+        Args:
+          run_id: that run's calls (a run still going counts what it did so far; an
+            unknown id has none).
+          session_id: the calls of every run of that session (paged through the run
+            records), plus those an ad-hoc context made under the session's own id (the
+            default run id of ``open_session(session_id=...)`` contexts).
+          Neither: every LLM call kept (in the workspace, or in this process's memory).
+
+        Raises:
+          TypeError: if both are given.
+          WorkspaceError: if the workspace cannot be read.
+        """
+        from .store.steps import sum_usage
+
+        steps = self.services.steps
+        if run_id is not None and session_id is not None:
+            raise TypeError("usage() takes run_id or session_id, not both")
+        if run_id is not None:
+            return sum_usage(await steps.extras(run_id, kind="llm"))
+        if session_id is None:
+            return sum_usage(await steps.extras(None, kind="llm"))
+        run_ids: list[str] = [session_id]
+        offset = 0
+        while True:
+            page = await self.list_records(session_id=session_id, limit=500, offset=offset)
+            run_ids.extend(r.run_id for r in page if r.run_id != session_id)
+            if len(page) < 500:
+                break
+            offset += len(page)
+        extras: list[Any] = []
+        for start in range(0, len(run_ids), 32):
+            chunk = run_ids[start : start + 32]
+            for found in await asyncio.gather(*(steps.extras(r, kind="llm") for r in chunk)):
+                extras.extend(found)
+        return sum_usage(extras)
+
     async def prune(
         self,
         *,
