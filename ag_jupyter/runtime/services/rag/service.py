@@ -1149,10 +1149,12 @@ class RagService:
           k: chunks retrieved. filters, mode: as :meth:`search`.
 
         Returns ``{"answer": str, "citations": [{"chunk_id", "doc_id", "rank", "start",
-        "end"}], "usage": dict, "resolved_citations": [{"rank", "doc_id", "title", "uri",
-        "chunk_id", "snippet", "start", "end", "score"}]}`` -- AetherGraph's shape;
-        ``start``/``end`` (ours) are the chunk's character span in the document's text
-        (``get_doc_text``). As AetherGraph, the LLM is asked even if nothing was found.
+        "end", "text", "score"}], "usage": dict, "resolved_citations": [{"rank",
+        "doc_id", "title", "uri", "chunk_id", "snippet", "start", "end", "score"}]}`` --
+        AetherGraph's shape. Ours: ``start``/``end``, the chunk's character span in the
+        document's text (``get_doc_text``); ``text``/``score`` in citations, which
+        AetherGraph's own docstring example reads (its code did not put them there). As
+        AetherGraph, the LLM is asked even if nothing was found.
 
         Raises:
           CorpusNotFoundError: no such corpus.
@@ -1198,6 +1200,8 @@ class RagService:
                     "rank": i + 1,
                     "start": h.meta.get("start"),
                     "end": h.meta.get("end"),
+                    "text": h.text,
+                    "score": h.score,
                 }
                 for i, h in enumerate(hits)
             ],
