@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from test_llm import FakeOpenAIServer, configure_env
 
@@ -485,22 +484,37 @@ def test_the_embedder_works_with_no_network(tmp_path: Path) -> None:
     assert not (tmp_path / ".cache").exists()
 
 
-def test_wordllama_vectors_match_the_packages_own_inference() -> None:
-    """Our loader + pooling computes what ``WordLlamaInference.embed(norm=True)`` does."""
+_COMPARE_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np
     from safetensors import safe_open
     from tokenizers import Tokenizer
-    from wordllama.inference import WordLlamaInference
 
+    from ag_jupyter.runtime.services.rag import WordLlamaEmbedder
     from ag_jupyter.runtime.services.rag.embedders import wordllama_files
+
+    texts = ["short", "a somewhat longer sentence about the standard library", "x " * 300]
+    ours = WordLlamaEmbedder().embed_sync(texts)
+    from wordllama.inference import WordLlamaInference  # its import configures logging
 
     weights, tokenizer = wordllama_files()
     with safe_open(str(weights), framework="np") as f:
         matrix = f.get_tensor("embedding.weight")
     theirs = WordLlamaInference(matrix, Tokenizer.from_file(str(tokenizer)))
-    texts = ["short", "a somewhat longer sentence about the standard library", "x " * 300]
-    expected = theirs.embed(texts, norm=True)
-    ours = WordLlamaEmbedder().embed_sync(texts)
-    np.testing.assert_allclose(ours, expected, atol=1e-5)
+    np.testing.assert_allclose(ours, theirs.embed(texts, norm=True), atol=1e-5)
+    print("same")
+    """
+)
+
+
+def test_wordllama_vectors_match_the_packages_own_inference() -> None:
+    """Our loader + pooling computes what ``WordLlamaInference.embed(norm=True)`` does (in a
+    subprocess: importing ``wordllama`` calls ``logging.basicConfig``)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _COMPARE_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "same"
 
 
 # --------------------------------------------------------------- embedders
