@@ -628,7 +628,10 @@ class RagService:
             before stay indexed).
         """
         check_corpus_id(corpus_id)
-        checked = self._check_docs(docs)
+        if not isinstance(docs, list | tuple):
+            raise TypeError(f"docs must be a list of dicts; got {type(docs).__name__}")
+        # In a worker thread: a list of 100k docs takes a while to check (paths are stat'ed).
+        checked = await self.workspace.run_in_io_thread(self._check_docs, list(docs))
         embedder = self.embedder
         await self.add_corpus(corpus_id, None, scope_labels=scope_labels)
         await self._check_embedder(corpus_id, embedder)
