@@ -84,7 +84,8 @@ def test_readme_notebook_cells_run_in_a_real_kernel(tmp_path, monkeypatch):
         kc.stop_channels()
         km.shutdown_kernel(now=True)
         server.stop()
-    assert [r["body"]["model"] for r in server.requests] == ["readme-model"]
+    # the chat example and rag.answer's call, both to the configured model
+    assert [r["body"]["model"] for r in server.requests] == ["readme-model"] * 2
     assert server.handler_errors == []
 
 

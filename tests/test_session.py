@@ -366,7 +366,9 @@ def no_llm_env(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_unconfigured_service_raises_service_not_configured_at_once(
     no_llm_env: None, service: str
 ) -> None:
-    async with open_session() as context:
+    # On a workspace the embedded RAG index is configured: an in-memory manager has none.
+    memory_manager = RunManager() if service == "rag" else None
+    async with open_session(run_manager=memory_manager) as context:
         started = time.monotonic()
         with pytest.raises(ServiceNotConfiguredError) as info:
             if service == "rag":
@@ -378,6 +380,8 @@ async def test_unconfigured_service_raises_service_not_configured_at_once(
             else:
                 context.svc("nonexistent")
         assert time.monotonic() - started < 1.0
+    if memory_manager is not None:
+        await memory_manager.close()
     assert isinstance(info.value, RuntimeError)
     message = str(info.value)
     expected_hint = {

@@ -28,6 +28,7 @@ from .services.artifacts import ARTIFACTS_SCHEMA, ArtifactService
 from .services.kv import KV_SCHEMA, KVService
 from .services.mcp import close_all_mcp_clients
 from .services.memory import MEMORY_SCHEMA, MemoryService
+from .services.rag import RAG_SCHEMA, KBProvider, RagProvider
 from .store.owners import OWNERS_SCHEMA
 from .store.run_logs import LOGS_SCHEMA, WorkspaceRunLogs
 from .store.schema import SchemaComponent
@@ -45,6 +46,7 @@ SCHEMA_COMPONENTS: tuple[SchemaComponent, ...] = (
     KV_SCHEMA,
     MEMORY_SCHEMA,
     ARTIFACTS_SCHEMA,
+    RAG_SCHEMA,
 )
 
 MEMORY_WORKSPACE = "memory"
@@ -96,11 +98,13 @@ def close_default_workspace() -> None:
 
 
 def install_workspace_services(hub: ServiceHub, workspace: Workspace) -> None:
-    """Install the kv, memory and artifacts services of ``workspace`` as embedded defaults
-    on ``hub``."""
+    """Install the kv, memory, artifacts, rag and kb services of ``workspace`` as embedded
+    defaults on ``hub``."""
     hub.set_default("kv", KVService(workspace))
     hub.set_default("memory", MemoryService(workspace))
     hub.set_default("artifacts", ArtifactService(workspace))
+    hub.set_default("rag", RagProvider(workspace))
+    hub.set_default("kb", KBProvider(workspace))
 
 
 def _hub_for(workspace: Workspace, log_sink: Any, step_sink: Any) -> ServiceHub:

@@ -239,8 +239,9 @@ class NodeContext:
     :class:`RunManager` that runs spawned from here go to).
 
     Services: ``llm()``, ``artifacts()``, ``memory()``, ``kv()``, ``logger()``, ``rag``,
-    ``mcp(name)``, and custom services registered with ``register_context_service(name,
-    svc)``: ``context.<name>()`` or ``context.svc(name)``. A service that is not configured
+    ``kb()``, ``mcp(name)``, and custom services registered with
+    ``register_context_service(name, svc)``: ``context.<name>()`` or ``context.svc(name)``.
+    A service that is not configured
     raises ``ServiceNotConfiguredError`` at once, saying how to configure it.
 
     ``rt_overrides``: the unknown runtime knobs an ad-hoc session was opened with (dict).
@@ -532,8 +533,24 @@ class NodeContext:
 
     @property
     def rag(self) -> Any:
-        """Retrieval service; raises ServiceNotConfiguredError unless one is registered."""
+        """The retrieval service: on a workspace, the embedded index (a ``NodeRAG``:
+        ``upsert_docs``, ``search``, ``answer``...; also callable, ``context.rag()``, as
+        AetherGraph's docs write it); else what ``register_context_service('rag', obj)``
+        or ``open_session(rag=obj)`` gave.
+
+        Raises:
+          ServiceNotConfiguredError: on an in-memory manager with nothing registered.
+        """
         return self.svc("rag")
+
+    def kb(self) -> Any:
+        """The knowledge base (AetherGraph 0.1.0a15's ``context.kb()``): a ``NodeKB`` over
+        the same corpora as :attr:`rag`, or the registered ``'kb'`` service.
+
+        Raises:
+          ServiceNotConfiguredError: on an in-memory manager with nothing registered.
+        """
+        return self.svc("kb")
 
     def mcp(self, name: str | None = None) -> Any:
         """The MCP client registered as ``name`` (``await context.mcp("time").call(tool,

@@ -28,8 +28,13 @@ from .mcp import register_mcp_client as register_mcp_client  # re-exported: its 
 _HOW_TO_CONFIGURE = {
     "llm": "set OPENAI_API_KEY (and OPENAI_BASE_URL / AG_LLM_MODEL for a local server such "
     "as vLLM, Ollama or LM Studio), or pass open_session(llm=...)",
-    "rag": "register one with register_context_service('rag', obj) or pass "
-    "open_session(rag=...)",
+    "rag": "the embedded RAG index lives in a workspace, and this run manager keeps "
+    "everything in memory (workspace 'memory'): use a workspace folder (AG_WORKSPACE, or "
+    "%config AgJupyter.workspace = '/path'), or register one with "
+    "register_context_service('rag', obj) or pass open_session(rag=...)",
+    "kb": "the embedded knowledge base lives in a workspace, and this run manager keeps "
+    "everything in memory: use a workspace folder (AG_WORKSPACE), or register one with "
+    "register_context_service('kb', obj)",
     "mcp": "register a client with register_mcp_client(name, StdioMCPClient([...])), "
     "configure_mcp_servers({name: {'command': [...]}}) (%config AgJupyter.mcp_servers in a "
     "notebook), or pass open_session(mcp={name: client})",
