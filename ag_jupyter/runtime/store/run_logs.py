@@ -178,7 +178,7 @@ class WorkspaceRunLogs:
             self._counts[run_id] = count
             if count > self.max_lines_per_run:
                 self._over.add(run_id)
-            self.workspace.enqueued_locked()
+            self.workspace.enqueued_locked(self)
 
     # BatchSource ---------------------------------------------------------------
     def take_locked(self) -> list[tuple[Any, ...]] | None:

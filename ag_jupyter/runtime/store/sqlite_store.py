@@ -72,12 +72,12 @@ DEFAULT_OBJECT_CACHE_BYTES = 256 << 20
 BLOB_THRESHOLD = 1 << 20
 #: Journaled rows are folded into ``runs`` once there are this many, even under load (the
 #: journal has no index but its key: appending stays cheap, reads scan it)...
-FOLD_AT_ROWS = 8_192
+FOLD_AT_ROWS = 32_768
 #: ...else once no commit happened for this many seconds...
 FOLD_IDLE_S = 0.1
-#: ...in transactions of at most this many journal rows (~4 ms each here), so an inline
-#: commit waits for one chunk at most.
-FOLD_CHUNK = 1_024
+#: ...in transactions of at most this many journal rows (~8 ms each here); a commit that
+#: finds one under way is handed to the writer thread and waits for it (never the loop).
+FOLD_CHUNK = 2_048
 #: After a failed fold, wait this long before trying again (seconds).
 _FOLD_RETRY_S = 5.0
 #: Longest traceback text kept on a record (characters); longer ones keep head and tail.
@@ -471,7 +471,7 @@ class SqliteRunStore:
                     pending.rev = rev
                 if terminal and self._cache_size:
                     self._remember_locked(record)
-                self._enqueued_locked()
+                self._enqueued_locked(self)
             return
         encoded_out = encode_light(outputs) if outputs is not None else None
         encoded_in = encode_light(inputs) if inputs is not None else None
@@ -507,7 +507,7 @@ class SqliteRunStore:
             pending.heavy = heavy
             if terminal and self._cache_size:
                 self._remember_locked(record)
-            self._enqueued_locked()
+            self._enqueued_locked(self)
         if terminal and outputs is not None and encoded_out is not None:
             self.outputs_cache.put(run_id, outputs, len(encoded_out), True)
 
@@ -902,9 +902,13 @@ class SqliteRunStore:
         offset: int = 0,
     ) -> list[RunRecord]:
         """Records matching every given filter (tags: all must be present), newest first
-        by ``created_at``. Filtered, ordered and paged in SQL over ``runs`` and the
-        journal's latest rows (only the page's rows become records); changes queued in
-        this process are committed first (or, during a write fault, merged in).
+        by ``created_at``, paged in SQL through an index of ``runs`` (only the page's rows
+        become records, whatever the offset).
+
+        The journal is folded into ``runs`` first, in the same transaction as the query
+        (so nothing committed is missed), by the writer thread; during a write fault the
+        page is read from ``runs`` and the journal's latest rows instead, with this
+        process's unsaved changes merged in.
 
         Raises:
           ValueError: for a bad status, limit or offset.
@@ -913,11 +917,6 @@ class SqliteRunStore:
         check_paging(limit, offset)
         statuses = status_set(status)
         wanted = list(dict.fromkeys(str(t) for t in tags)) if tags else []
-        with contextlib.suppress(WorkspaceError):
-            await self.flush()
-        with self._lock:
-            overlay = {rid: p.record for rid, p in self._inflight.items()}
-            overlay.update((rid, p.record) for rid, p in self._queue.items())
 
         def where(table: str) -> tuple[str, list[Any]]:
             clauses: list[str] = []
@@ -939,6 +938,27 @@ class SqliteRunStore:
             return " AND ".join(clauses) or "1", params
 
         runs_where, runs_params = where("runs")
+        page_sql = (
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE {runs_where} "
+            "ORDER BY created_at DESC, run_id DESC LIMIT ? OFFSET ?"
+        )
+        try:
+            await self.flush()
+
+            def fold_and_page(conn: sqlite3.Connection) -> list[RunRecord]:
+                fold_run_journal(conn)
+                rows = conn.execute(page_sql, [*runs_params, limit, offset]).fetchall()
+                return [row_to_record(row) for row in rows]
+
+            records = await self.workspace.write(fold_and_page)
+            with self._lock:
+                self._journal_rows = 0
+            return records
+        except WorkspaceError:
+            pass  # cannot write now: read what is on disk and merge what is not
+        with self._lock:
+            overlay = {rid: p.record for rid, p in self._inflight.items()}
+            overlay.update((rid, p.record) for rid, p in self._queue.items())
         j_where, j_params = where("j")
         sql = (
             f"SELECT {RUN_COLUMNS} FROM runs WHERE {runs_where} AND NOT EXISTS "
@@ -948,8 +968,7 @@ class SqliteRunStore:
             f"AS j WHERE latest = 1 AND {j_where} "
             "ORDER BY 4 DESC, 1 DESC LIMIT ? OFFSET ?"
         )
-        extra = len(overlay)
-        page = [offset + limit + extra, 0] if extra else [limit, offset]
+        page = [offset + limit + len(overlay), 0] if overlay else [limit, offset]
 
         def fetch(conn: sqlite3.Connection) -> list[RunRecord]:
             rows = conn.execute(sql, [*runs_params, *j_params, *page]).fetchall()

@@ -247,7 +247,7 @@ class WorkspaceSteps(StepBook):
         )
         with self._qlock:
             self._queue.append(row)
-            self.workspace.enqueued_locked()
+            self.workspace.enqueued_locked(self)
 
     # BatchSource --------------------------------------------------------------
     def take_locked(self) -> list[tuple[Any, ...]] | None:

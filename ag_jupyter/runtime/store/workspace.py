@@ -184,8 +184,7 @@ class Workspace:
         self.migrated_on_open: dict[str, tuple[int, int]] = {}
         self._opened_at = time.time()
         conn = self._open_database()
-        self._db_identity = self._stat_identity()
-        self._folder_warned = False
+        self._db_fd = self._watch_db_file()
         self._generation = 0
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -321,22 +320,24 @@ class Workspace:
                 log.info("workspace %s: %s schema %d -> %d", self.path, changed, old, new)
 
     # -------------------------------------------------------- folder deleted under us
-    def _stat_identity(self) -> tuple[int, int] | None:
+    def _watch_db_file(self) -> int | None:
+        """An fd on the database file: once the file is deleted or replaced, its link
+        count drops to 0 (an ``fstat`` costs less than a ``stat`` of the path)."""
         try:
-            info = os.stat(self.db_path)
+            return os.open(self._db_path_text, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
             return None
-        return info.st_dev, info.st_ino
 
     def _check_folder(self) -> None:
+        fd = self._db_fd
+        if fd is None:
+            return
         try:
-            info = os.stat(self._db_path_text)
-        except FileNotFoundError:
-            raise FolderGoneError(f"{str(self.db_path)!r} no longer exists") from None
+            links = os.fstat(fd).st_nlink
         except OSError:
-            return  # unreadable for another reason: the commit reports it
-        if (info.st_dev, info.st_ino) != self._db_identity:
-            raise FolderGoneError(f"{str(self.db_path)!r} was replaced by another file")
+            return  # the commit itself reports a real problem
+        if links == 0:
+            raise FolderGoneError(f"{str(self.db_path)!r} was deleted or replaced")
 
     def _recreate(self, exc: BaseException) -> sqlite3.Connection:
         """Writer thread: the database file went away. Warn, recreate the folder and an
@@ -352,7 +353,10 @@ class Workspace:
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         old = self.engine.connection()
         conn = self._open_database()
-        self._db_identity = self._stat_identity()
+        old_fd, self._db_fd = self._db_fd, self._watch_db_file()
+        if old_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(old_fd)
         with self._readers_lock:
             self._generation += 1
         with contextlib.suppress(sqlite3.Error):
@@ -395,9 +399,9 @@ class Workspace:
         """Stop taking writes from ``source`` (after flushing it yourself)."""
         self.engine.remove_source(source)
 
-    def enqueued_locked(self) -> None:
-        """Note a newly queued write (call with :attr:`lock` held)."""
-        self.engine.enqueued_locked()
+    def enqueued_locked(self, source: BatchSource | None = None) -> None:
+        """Note a newly queued write of ``source`` (call with :attr:`lock` held)."""
+        self.engine.enqueued_locked(source)
 
     async def flush(self) -> None:
         """Return once every write queued before this call is committed (see
@@ -605,6 +609,10 @@ class Workspace:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
         self.engine.close_connections()
+        if self._db_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._db_fd)
+            self._db_fd = None
 
     async def aclose(self) -> None:
         """:meth:`close` without blocking the event loop."""

@@ -237,6 +237,7 @@ class WriteEngine:
         self._wake.acquire()
         self._sleeping = False
         self._sources: list[BatchSource] = []
+        self._dirty: dict[BatchSource, None] = {}  # sources with queued changes, in order
         self._ops: list[_Op] = []
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._seq = 0  # bumped by every queued write
@@ -277,8 +278,11 @@ class WriteEngine:
         with self.lock, contextlib.suppress(ValueError):
             self._sources.remove(source)
 
-    def enqueued_locked(self) -> None:
-        """Note a newly queued write (call with :attr:`lock` held)."""
+    def enqueued_locked(self, source: BatchSource | None = None) -> None:
+        """Note a newly queued write of ``source`` (call with :attr:`lock` held); inline
+        commits look only at the sources that queued something."""
+        if source is not None:
+            self._dirty[source] = None
         self._seq += 1
         if self._first_pending_at is None:
             self._first_pending_at = time.monotonic()
@@ -330,14 +334,16 @@ class WriteEngine:
                 )
             # Inline: take the batch with the connection held, so no other committer can
             # slip an older change in between (a non-blocking acquire: no lock-order wait).
+            dirty = self._dirty
             if (
                 not self._ops
                 and not self._closing
-                and self._inline_ok_locked()
+                and self._inline_ok_locked(dirty)
                 and self._conn_lock.acquire(blocking=False)
             ):
                 batch_seq = self._seq
-                payloads = [(s, p) for s in self._sources if (p := s.take_locked()) is not None]
+                payloads = [(s, p) for s in dirty if (p := s.take_locked()) is not None]
+                self._dirty = {}
                 self._first_pending_at = None
         if payloads is not None:
             try:
@@ -363,8 +369,9 @@ class WriteEngine:
                 self._wake_locked()
         await future
 
-    def _inline_ok_locked(self) -> bool:
-        for source in self._sources:
+    @staticmethod
+    def _inline_ok_locked(sources: Any) -> bool:
+        for source in sources:
             if not source.inline_ok_locked():
                 return False
         return True
@@ -405,7 +412,8 @@ class WriteEngine:
         if error is _BUSY:
             with self.lock:
                 for source, payload in payloads:
-                    source.failed_locked(payload)
+                    if source.failed_locked(payload):
+                        self._dirty[source] = None
                 if self._first_pending_at is None:
                     self._first_pending_at = time.monotonic()
             return _BUSY
@@ -596,6 +604,7 @@ class WriteEngine:
                     source.committed_locked(payload, urgent)
                 elif source.failed_locked(payload):
                     requeued = True
+                    self._dirty[source] = None
             if error is None:
                 self.fault = None
             elif self.fault is None:
@@ -698,6 +707,7 @@ class WriteEngine:
                 self._flush_requested = False
                 batch_seq = self._seq
                 payloads = [(s, p) for s in self._sources if (p := s.take_locked()) is not None]
+                self._dirty = {}
                 ops, self._ops = self._ops, []
                 self._first_pending_at = None
             if beat or closing:
