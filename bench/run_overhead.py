@@ -105,6 +105,11 @@ class FloorStore(InMemoryRunStore):
             self._conn.execute(JOURNAL_RUN_SQL, row)  # one implicit transaction
             self._last = None
 
+    async def put(self, record: RunRecord, **values: Any) -> None:
+        await super().put(record, **values)
+        self._last = record
+        await self.flush()
+
     async def close(self) -> None:
         await self._workspace.aclose()
 

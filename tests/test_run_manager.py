@@ -778,6 +778,11 @@ class YieldingStore(InMemoryRunStore):
     async def flush(self) -> None:
         await asyncio.sleep(0)
 
+    async def put(self, record: RunRecord, **values: Any) -> None:
+        await asyncio.sleep(0)
+        await super().put(record, **values)
+        await asyncio.sleep(0)
+
 
 async def test_events_stay_in_order_when_cancel_races_with_the_end_of_a_run(
     registry: GraphRegistry, gates: Gates

@@ -489,8 +489,7 @@ class RunManager:
         )
         live = LiveRun(record=record, spec=spec, inputs=kwargs, count_slot=count_slot)
         self._live[run_id] = live
-        await self.store.create(record, kwargs)
-        durable = await self._flush_store()
+        durable = await self._put(record, inputs=kwargs)
         self._emit("created", record)
         if live.record.status is not RunStatus.pending:
             return live.record  # cancelled while its record was being stored
@@ -512,10 +511,17 @@ class RunManager:
                     limiter.waiting.append(live)
         return live.record if durable else self._not_durable(live.record)
 
-    async def _flush_store(self) -> bool:
-        """Flush the store; False (and a warning once per fault) if it cannot write."""
+    async def _put(
+        self,
+        record: RunRecord,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Store ``record`` durably (``store.put``); False, and a warning once per fault,
+        if the store cannot write (the record is kept and retried)."""
         try:
-            await self.store.flush()
+            await self.store.put(record, inputs=inputs, outputs=outputs)
         except WorkspaceError as exc:
             self._warn_fault(exc)
             return False
@@ -767,8 +773,7 @@ class RunManager:
         self._emit("changed", record)
         durable = True
         try:
-            await self.store.update(record, outputs)
-            durable = await self._flush_store()
+            durable = await self._put(record, outputs=outputs)
         except Exception:
             log.exception("could not store the final record of run %s", record.run_id)
             durable = False

@@ -31,6 +31,16 @@ class RunStore(Protocol):
     async def flush(self) -> None:
         """Return when every earlier create/update is durable."""
 
+    async def put(
+        self,
+        record: RunRecord,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``create`` (with ``inputs``) or ``update`` (with ``outputs``), then ``flush``:
+        return once ``record`` is durable (the manager's two writes per run)."""
+
     async def get(self, run_id: str) -> RunRecord | None:
         """The record for ``run_id``, or None."""
 
@@ -111,7 +121,8 @@ class InMemoryRunStore:
     async def create(self, record: RunRecord, inputs: Mapping[str, Any] | None = None) -> None:
         self._records[record.run_id] = record
         if inputs:
-            self._inputs[record.run_id] = dict(inputs)
+            # The manager's own validated dict, never mutated: kept, not copied.
+            self._inputs[record.run_id] = inputs  # type: ignore[assignment]
 
     async def update(self, record: RunRecord, outputs: dict[str, Any] | None = None) -> None:
         self._records[record.run_id] = record
@@ -120,6 +131,19 @@ class InMemoryRunStore:
 
     async def flush(self) -> None:
         return None
+
+    async def put(
+        self,
+        record: RunRecord,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._records[record.run_id] = record
+        if inputs:
+            self._inputs[record.run_id] = inputs  # type: ignore[assignment]
+        if outputs is not None:
+            self._outputs[record.run_id] = outputs  # type: ignore[assignment]
 
     async def get(self, run_id: str) -> RunRecord | None:
         return self._records.get(run_id)
@@ -130,7 +154,7 @@ class InMemoryRunStore:
     async def get_inputs(self, run_id: str) -> dict[str, Any] | None:
         if run_id not in self._records:
             return None
-        return self._inputs.get(run_id, {})
+        return dict(self._inputs.get(run_id, {}))
 
     def is_durable(self, run_id: str) -> bool:
         return True  # nothing is durable here, and nothing is waiting to be

@@ -518,6 +518,62 @@ class SqliteRunStore:
         if len(recent) > self._cache_size:
             recent.popitem(last=False)
 
+    async def put(
+        self,
+        record: RunRecord,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Store ``record`` (with the run's ``inputs`` and/or ``outputs``) and return once
+        it is durable: :meth:`create`/:meth:`update` then :meth:`flush`, with a short path
+        for the common case (small values, nothing else of this run queued, the
+        connection free): one journal row committed right here.
+
+        Raises:
+          WorkspaceWriteError, WorkspaceClosedError: as :meth:`flush`.
+        """
+        run_id = record.run_id
+        encoded_in = encode_light(inputs) if inputs is not None else None
+        encoded_out = encode_light(outputs) if outputs is not None else None
+        fast = (inputs is None or encoded_in is not None) and (
+            outputs is None or encoded_out is not None
+        )
+        if fast:
+            with self._lock:
+                queued = self._queue.get(run_id)
+                if queued is not None and (queued.inputs is not None or queued.outputs is not None):
+                    fast = False  # values of this run still waiting: the general path
+                elif queued is not None or run_id in self._inflight:
+                    fast = run_id not in self._inflight
+                    if fast:
+                        del self._queue[run_id]  # superseded by this record (a status change)
+            if fast:
+                pending = _Pending(record, next(_rev_counter))
+                if inputs is not None:
+                    pending.inputs, pending.inputs_json = inputs, encoded_in
+                if outputs is not None:
+                    pending.outputs, pending.outputs_json, pending.exact = (
+                        outputs,
+                        encoded_out,
+                        True,
+                    )
+                row = self._row(pending, self.workspace.owner_token)
+                if self.workspace.engine.execute_now(JOURNAL_RUN_SQL, row):
+                    terminal = record.status in TERMINAL_STATUSES
+                    with self._lock:
+                        self._journal_rows += 1
+                        self._last_commit = time.monotonic()
+                        if terminal and self._cache_size:
+                            self._remember_locked(record)
+                        if self._journal_rows == 1 or self._journal_rows == FOLD_AT_ROWS:
+                            self.workspace.engine.maintenance_changed_locked()
+                    if terminal and outputs is not None:
+                        self.outputs_cache.put(run_id, outputs, len(encoded_out or ""), True)
+                    return
+        self._queue_change(record, outputs, inputs)
+        await self.workspace.engine.flush()
+
     async def create(self, record: RunRecord, inputs: Mapping[str, Any] | None = None) -> None:
         """Queue a new record (and the run's ``inputs``). Returns at once; durable after
         :meth:`flush`."""

@@ -292,6 +292,12 @@ class WriteEngine:
             self._flush_requested = True
             self._wake_locked()
 
+    def maintenance_changed_locked(self) -> None:
+        """A source's maintenance may be due sooner (call with :attr:`lock` held): the
+        writer recomputes when to wake."""
+        self._update_maintain_at_locked()
+        self._wake_locked()
+
     def _wake_locked(self) -> None:
         if self._sleeping:
             self._sleeping = False
@@ -446,6 +452,34 @@ class WriteEngine:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(_settle, future, None, None)
         return None
+
+    def execute_now(self, sql: str, params: tuple[Any, ...]) -> bool:
+        """Commit one statement on the calling thread, now, as SQLite's implicit
+        transaction: the cheapest durable write there is (a run's record, ~10-20 µs).
+
+        Returns False, having written nothing, when that is not possible at once (the
+        engine is closing or in a write fault, the connection is in use, the database
+        file is gone, another process holds the lock, or SQLite refused the statement):
+        the caller then queues the change and flushes as usual, which handles each case.
+        """
+        if self._closing or self.fault is not None:
+            return False
+        if not self._conn_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._check_folder is not None:
+                self._check_folder()
+            self._conn.execute(sql, params)
+        except Exception:
+            return False
+        finally:
+            self._conn_lock.release()
+        self.inline_commits += 1
+        self._commits += 1
+        if self._commits % _WAL_CHECK_EVERY == 0:
+            self._note_wal_size()
+        self._last_activity = time.monotonic()
+        return True
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` in the writer thread inside the next batch's transaction and
