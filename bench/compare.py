@@ -675,6 +675,40 @@ def report(results: Results, command: str) -> str:
     return "\n".join(lines)
 
 
+# ============================================================== the durable store
+def store_section(quick: bool) -> list[str]:
+    """Run the durable store's own benches (``run_overhead.py``: durable ÷ in-memory and
+    the two-commit floor; ``store_load.py``: 100k runs, WAL, loop stalls with outputs up to
+    100 MB) in subprocesses and return their tables as markdown."""
+    benches = [
+        ("run_overhead.py",
+         ["--n", "1000" if quick else "5000", "--repeat", "3" if quick else "5"]),
+        ("store_load.py", ["--runs", "10000" if quick else "100000",
+                           "--big", "1" if quick else "1,10,100"]),
+    ]
+    lines = [
+        "## The durable store",
+        "",
+        "Run in the same invocation. `run_overhead.py`: sequential `spawn_run` + `wait_run`, "
+        "interleaved passes, durable ÷ in-memory against the two-commit floor (the in-memory "
+        "store plus exactly the two journal commits a durable run needs, inline). "
+        "`store_load.py`: runs/s per 10k runs, memory and disk per run, peak WAL, and the "
+        "store's steps on the loop thread (wall and CPU time), then the worst loop gap while "
+        "a run's large output is stored.",
+        "",
+    ]
+    for script, args in benches:
+        done = subprocess.run(
+            [sys.executable, str(BENCH_DIR / script), *args],
+            capture_output=True,
+            text=True,
+            timeout=WORKER_TIMEOUT_S,
+        )
+        out = done.stdout.strip() or done.stderr.strip()[-2000:]
+        lines += [f"`bench/{script} {' '.join(args)}`:", "", "```", out, "```", ""]
+    return lines
+
+
 # ============================================================== CLI
 def cli(argv: list[str] | None = None) -> int:
     """Parse arguments; set up, run a worker, or run the whole comparison."""
@@ -686,6 +720,8 @@ def cli(argv: list[str] | None = None) -> int:
                              f"{AETHERGRAPH_VERSION}, then exit")
     parser.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions")
     parser.add_argument("--reps", type=int, help="repetitions (default: 5, --quick: 3)")
+    parser.add_argument("--no-store", action="store_true",
+                        help="leave out the durable store's benches (run_overhead, store_load)")
     parser.add_argument("--sides", default=",".join(SIDES),
                         help=f"comma-separated subset of {','.join(SIDES)}")
     parser.add_argument("--out", type=Path,
@@ -721,6 +757,8 @@ def cli(argv: list[str] | None = None) -> int:
     results = run_all(profile, sides)
     command = " ".join([".venv/bin/python", "bench/compare.py", *(argv or sys.argv[1:])])
     text = report(results, command)
+    if not args.no_store:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(store_section(args.quick)) + "\n"
     print(text)
     out = args.out if args.out is not None else (None if args.quick else RESULTS_MD)
     if out is not None:
