@@ -16,7 +16,9 @@ and all of them from :class:`AgJupyterError`::
     ├── WorkspaceError              (OSError)      the workspace folder cannot be used
     │   ├── WorkspaceWriteError                    a write failed (disk full, read-only...)
     │   ├── WorkspaceClosedError                   the workspace was closed
-    │   └── WorkspaceCorruptError                  the database file is damaged
+    │   ├── WorkspaceCorruptError                  the database file is damaged
+    │   └── BlobError                              a content file is planted / tampered
+    │       └── BlobMissingError    (FileNotFoundError) it is not there
     ├── LLMError                    (RuntimeError) the LLM endpoint could not answer
     │   ├── LLMConnectionError      (ConnectionError)
     │   │   └── LLMTimeoutError     (TimeoutError)
@@ -96,6 +98,21 @@ class ArtifactURIError(AgJupyterError, ValueError):
     message says how to bring the file in (``save_file``)."""
 
 
+class CorpusNotFoundError(AgJupyterError, LookupError):
+    """No corpus has the requested id (``context.rag`` search, answer, stats, list_docs,
+    delete_docs).
+
+    AetherGraph returned empty results for an unknown corpus; here a typo is an error
+    that names the corpora that exist. ``upsert_docs`` and ``bind_corpus`` create one.
+    """
+
+
+class EmbedderMismatchError(AgJupyterError, ValueError):
+    """A corpus holds vectors of another embedder than the service's (or of another
+    dimension): its vectors and the query's would not be comparable. Re-embed it with
+    ``reembed(corpus_id)`` or search it with the embedder that filled it."""
+
+
 # ------------------------------------------------------------------------ workspace
 class WorkspaceError(AgJupyterError, OSError):
     """The workspace folder or its database cannot be used (missing, not a folder,
@@ -126,6 +143,16 @@ class WorkspaceCorruptError(WorkspaceError):
     The file is left untouched; the message names it and says how to start afresh (move
     it aside) or where to look for a copy.
     """
+
+
+class BlobError(WorkspaceError):
+    """A content-addressed file of the workspace (an artifact's content, a large output)
+    is not a plain file (a symbolic link was planted), or its content no longer matches
+    its sha256: it is never followed or trusted."""
+
+
+class BlobMissingError(BlobError, FileNotFoundError):
+    """No content file has this digest (nothing planted: it is simply not there)."""
 
 
 # ------------------------------------------------------------------------------ llm

@@ -21,6 +21,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..errors import BlobError, BlobMissingError
 from .workspace import DIR_MODE, FILE_MODE, TMP_PREFIX
 
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
@@ -28,13 +29,8 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CHUNK = 1 << 20
 
 
-class BlobError(OSError):
-    """A blob is missing, is not a plain file (a symlink was planted), or its content no
-    longer matches its hash."""
-
-
-class BlobMissingError(BlobError, FileNotFoundError):
-    """No blob has this digest (nothing planted: it is simply not there)."""
+# Raised here, defined with every runtime exception (re-exported for callers of this module).
+__all__ = ["BlobError", "BlobMissingError", "BlobStore", "is_digest"]
 
 
 def is_digest(value: object) -> bool:

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import AgJupyterError, ServiceNotConfiguredError
+from ...errors import CorpusNotFoundError, EmbedderMismatchError, ServiceNotConfiguredError
 from ...store.codecs import dumps_json
 from ...store.workspace import Workspace
 from .chunking import DEFAULT_OVERLAP_TOKENS, DEFAULT_TARGET_TOKENS, TextSplitter
@@ -76,21 +76,6 @@ _STOP_WORDS = frozenset(
 )
 _QUERY_WORD = re.compile(r"\w+", re.UNICODE)
 _MAX_QUERY_TERMS = 32
-
-
-# ----------------------------------------------------------------------------- errors
-class CorpusNotFoundError(AgJupyterError, LookupError):
-    """No corpus has the requested id (search, answer, stats, list_docs, delete_docs).
-
-    AetherGraph returned empty results for an unknown corpus; here a typo is an error
-    that names the corpora that exist. ``upsert_docs`` and ``bind_corpus`` create one.
-    """
-
-
-class EmbedderMismatchError(AgJupyterError, ValueError):
-    """A corpus holds vectors of another embedder than the service's (or of another
-    dimension): its vectors and the query's would not be comparable. Re-embed it with
-    ``reembed(corpus_id)`` or search it with the embedder that filled it."""
 
 
 # ------------------------------------------------------------------------------ hits
