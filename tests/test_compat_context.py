@@ -322,18 +322,23 @@ async def test_current_services_and_llm_helpers(services: Any, monkeypatch: Any)
         assert current_services() is context.services
     assert current_services() is get_run_manager().services
     assert get_llm_service() is not None  # the embedded provider (reads the environment)
-    with pytest.raises(NotImplementedError, match="named LLM profiles"):
-        register_llm_client("fast", "openai", "gpt-4o-mini")
-    with pytest.raises(ValueError, match="OpenAI chat API"):
-        register_llm_client("default", "anthropic", "claude")
+    # Named profiles, as a15's register_llm_client(profile, provider, model, ...) makes them.
+    with pytest.raises(ServiceNotConfiguredError, match="without an API key"):
+        register_llm_client("fast", "openai", "gpt-4o-mini")  # hosted, no key: refused
+    with pytest.raises(ValueError, match="provider"):
+        register_llm_client("odd", "no-such-provider", "m")
     client = register_llm_client(
-        "default", "ollama", "llama3", base_url="http://127.0.0.1:9/v1", timeout=5
-    )
-    services("llm", client)  # removed after the test
-    async with open_session() as context:
-        assert context.llm().model == "llama3"
-        assert context.llm().base_url == "http://127.0.0.1:9/v1"
-    assert get_llm_service() is client
+        "local", "ollama", "llama3", None, "http://127.0.0.1:9/v1", None, 5
+    )  # a15's positional order: profile, provider, model, embed_model, base_url, key, timeout
+    try:
+        async with open_session() as context:
+            bound = context.llm("local")
+            assert bound.model == "llama3" == client.model
+            assert bound.base_url == "http://127.0.0.1:9/v1"
+    finally:
+        from ag_jupyter.runtime.services.llm import forget_runtime_profiles
+
+        forget_runtime_profiles()
 
 
 def test_current_services_outside_a_loop_says_why() -> None:

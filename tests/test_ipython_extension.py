@@ -388,3 +388,20 @@ def test_blocking_waits_setting_drives_run_from_a_cell(shell):
     shell.run_line_magic("unload_ext", "ag_jupyter")
     assert blocking_waits() == "error"  # back to the environment's default
     shell.run_line_magic("load_ext", "ag_jupyter")
+
+
+def test_config_llm_prices_prices_token_usage(shell, caplog):
+    from ag_jupyter.runtime.services.llm import call_cost, llm_prices
+
+    shell.run_line_magic("config", "AgJupyter.llm_prices = {'m1': [1.0, 2.0]}")
+    assert llm_prices()["m1"][:2] == (1.0, 2.0)
+    assert call_cost("m1", 1_000_000, 500_000, 0) == pytest.approx(2.0)
+    shell.run_line_magic("config", "AgJupyter.llm_prices = {'m2': 'cheap'}")
+    assert "AgJupyter.llm_prices" in caplog.text  # refused, reported
+    assert "m1" in llm_prices() and "m2" not in llm_prices()
+    shell.run_line_magic("config", "AgJupyter.llm_prices = {'m3': [0.5, 0.5]}")
+    shell.run_line_magic("unload_ext", "ag_jupyter")
+    assert llm_prices() == {}
+    shell.run_line_magic("load_ext", "ag_jupyter")  # the %config setting applies again
+    assert "m3" in llm_prices()
+    shell.run_line_magic("config", "AgJupyter.llm_prices = None")

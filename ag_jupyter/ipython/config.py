@@ -56,6 +56,25 @@ class AgJupyter(Configurable):
         "assigning again replaces the set (unchanged servers keep running).",
     ).tag(config=True)
 
+    llm_prices = Dict(
+        None,
+        allow_none=True,
+        help="Prices that turn LLM token usage into cost: {'model': [input_per_mtok, "
+        "output_per_mtok]} (a third number prices cached input), in your currency per "
+        "million tokens. None: the AG_LLM_PRICES environment variable. Without a price no "
+        "cost is shown (never a guessed one).",
+    ).tag(config=True)
+
+    @validate("llm_prices")
+    def _check_llm_prices(self, proposal: dict[str, Any]) -> dict[str, Any] | None:
+        from ..runtime.services.llm import set_llm_prices
+
+        try:
+            set_llm_prices(proposal["value"])  # validates, then applies
+        except (TypeError, ValueError) as exc:
+            raise TraitError(f"AgJupyter.llm_prices: {exc}") from None
+        return proposal["value"]
+
     @validate("mcp_servers")
     def _check_mcp_servers(self, proposal: dict[str, Any]) -> dict[str, Any]:
         from ..runtime import MCPConfigError, configure_mcp_servers

@@ -20,6 +20,7 @@ from ..runtime import (
     set_run_manager_factory,
 )
 from ..runtime.defaults import build_manager
+from ..runtime.services.llm import set_llm_prices
 from .config import STATE_ATTR, AgJupyter, ExtensionState, extension_state
 from .magics import AgMagics
 from .session_cell import SessionCellTransformer, SessionMagics
@@ -54,6 +55,8 @@ def load_ipython_extension(shell: Any) -> None:
     set_blocking_waits(config.blocking_waits)
     if config.mcp_servers:  # from ipython_config.py: validation only runs on assignment
         configure_mcp_servers(config.mcp_servers)
+    if config.llm_prices is not None:
+        set_llm_prices(config.llm_prices)
     setattr(
         shell,
         STATE_ATTR,
@@ -97,6 +100,7 @@ def unload_ipython_extension(shell: Any) -> None:
     close_all_panels()
     # MCP servers are the extension's to stop (runs keep running, the servers do not).
     configure_mcp_servers({})
+    set_llm_prices(None)
     close_all_mcp_clients_soon()
     set_run_manager_factory(None)
     delattr(shell, STATE_ATTR)

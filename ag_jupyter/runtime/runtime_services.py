@@ -12,14 +12,10 @@ from typing import Any
 
 from . import current
 from .defaults import get_run_manager
-from .services import ServiceHub, register_context_service
-from .services.llm import LLMService
+from .services import ServiceHub
+from .services.llm import register_llm_client
 
-__all__ = ["OPENAI_COMPATIBLE_PROVIDERS", "current_services", "get_llm_service",
-           "register_llm_client", "set_llm_client"]
-
-#: AetherGraph provider names this runtime's LLM client can talk to (the OpenAI chat API).
-OPENAI_COMPATIBLE_PROVIDERS = ("openai", "openrouter", "lmstudio", "ollama", "vllm", "azure")
+__all__ = ["current_services", "get_llm_service", "register_llm_client", "set_llm_client"]
 
 
 def current_services() -> ServiceHub:
@@ -53,49 +49,5 @@ def get_llm_service() -> Any:
     return current_services().lookup("llm")
 
 
-def register_llm_client(
-    profile: str,
-    provider: str,
-    model: str,
-    embed_model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    timeout: float | None = None,
-) -> LLMService:
-    """Configure the LLM client ``context.llm()`` uses (0.1.0a15's
-    ``register_llm_client``; alias ``set_llm_client``) and return it.
-
-    Args:
-      profile: ``"default"`` (named profiles are not available in this version).
-      provider: an OpenAI-compatible provider (:data:`OPENAI_COMPATIBLE_PROVIDERS`), or any
-        name when ``base_url`` points at an OpenAI-compatible server.
-      model: the chat model.
-      embed_model: accepted; embeddings are not available in this version.
-      base_url: the API root (e.g. ``http://localhost:11434/v1``); default OpenAI's.
-      api_key: the key (kept in memory only).
-      timeout: seconds per request attempt.
-
-    Raises:
-      NotImplementedError: for a profile other than ``"default"``.
-      ValueError: for a provider that does not speak the OpenAI chat API, without
-        ``base_url``.
-    """
-    if profile != "default":
-        raise NotImplementedError(
-            f"register_llm_client(profile={profile!r}): named LLM profiles are not available "
-            "in this version; register the 'default' profile, or pass open_session(llm=...) "
-            "for one session"
-        )
-    if base_url is None and str(provider).lower() not in OPENAI_COMPATIBLE_PROVIDERS:
-        raise ValueError(
-            f"provider {provider!r} does not speak the OpenAI chat API this runtime uses; "
-            f"use one of {', '.join(OPENAI_COMPATIBLE_PROVIDERS)} or pass the base_url of an "
-            "OpenAI-compatible endpoint"
-        )
-    service = LLMService(api_key=api_key, base_url=base_url, model=model, timeout_s=timeout)
-    register_context_service("llm", service)
-    return service
-
-
-#: 0.1.0a15's alias.
+#: 0.1.0a15's alias of ``register_llm_client`` (profiles: ``services/llm/settings.py``).
 set_llm_client = register_llm_client
