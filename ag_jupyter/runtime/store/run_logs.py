@@ -17,6 +17,7 @@ from collections import OrderedDict, deque
 from typing import Any
 
 from .codecs import db_text, text_from_db
+from .row_queue import RowQueue
 from .schema import Migration, SchemaComponent
 from .workspace import Workspace
 
@@ -24,7 +25,6 @@ DEFAULT_LINES_PER_RUN = 2_000
 DEFAULT_RUNS_IN_MEMORY = 2_000
 DEFAULT_TOTAL_LINES = 1_000_000
 #: Lines queued above which a flush hands the batch to the writer thread.
-_INLINE_MAX_LINES = 256
 
 LOGS_SCHEMA = SchemaComponent(
     "run_logs",
@@ -129,8 +129,8 @@ class RunLogBook:
             return len(self._runs.get(run_id, ()))
 
 
-class WorkspaceRunLogs:
-    """Run log lines in the workspace database (a batch source of its write engine).
+class WorkspaceRunLogs(RowQueue):
+    """Run log lines in the workspace database (a :class:`RowQueue` of its write engine).
 
     Lines are queued from any thread and committed with the next batch (nobody awaits
     them); reads see queued lines too. Also keeps a :class:`RunLogBook` for quick
@@ -148,17 +148,15 @@ class WorkspaceRunLogs:
         max_lines_per_run: int = DEFAULT_LINES_PER_RUN,
         max_total_lines: int = DEFAULT_TOTAL_LINES,
     ) -> None:
-        self.workspace = workspace
         self.max_lines_per_run = int(max_lines_per_run)
         self.max_total_lines = int(max_total_lines)
         self.book = RunLogBook(max_lines_per_run)
         self._lock = workspace.lock
-        self._queue: list[tuple[Any, ...]] = []
         self._counts: dict[str, int] = {}  # lines written per run by this process
         self._over: set[str] = set()  # runs over their bound: trimmed in maintenance
         self._written = 0
         self._trim_total = False
-        workspace.add_source(self)
+        super().__init__(workspace)
 
     def append(self, line: dict[str, Any]) -> None:
         """Queue ``line`` for the database and keep it in memory (any thread)."""
@@ -173,37 +171,19 @@ class WorkspaceRunLogs:
             db_text(line.get("traceback")),
         )
         with self._lock:
-            self._queue.append(row)
             count = self._counts.get(run_id, 0) + 1
             self._counts[run_id] = count
             if count > self.max_lines_per_run:
                 self._over.add(run_id)
-            self.workspace.enqueued_locked(self)
+            self.queue_row_locked(row)
 
-    # BatchSource ---------------------------------------------------------------
-    def take_locked(self) -> list[tuple[Any, ...]] | None:
-        if not self._queue:
-            return None
-        batch, self._queue = self._queue, []
-        return batch
-
-    def inline_ok_locked(self) -> bool:
-        return len(self._queue) <= _INLINE_MAX_LINES
-
-    def prepare(self, batch: list[tuple[Any, ...]]) -> None:
-        return None
-
-    def single_statement(self, batch: list[tuple[Any, ...]]) -> None:
-        return None  # lines go with run records, or in the writer's batches
-
-    def write(
-        self, conn: sqlite3.Connection, batch: list[tuple[Any, ...]], urgent: bool, careful: bool
-    ) -> None:
-        conn.executemany(
-            "INSERT INTO run_logs (run_id, session_id, at, level, message, traceback) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            batch,
-        )
+    # BatchSource (the rest from RowQueue) -----------------------------------------
+    INSERT_SQL = (
+        "INSERT INTO run_logs (run_id, session_id, at, level, message, traceback) "
+        "VALUES (?, ?, ?, ?, ?, ?)"
+    )
+    #: Queued lines above which a flush hands the batch to the writer thread.
+    INLINE_MAX_ROWS = 256
 
     def committed_locked(self, batch: list[tuple[Any, ...]], urgent: bool) -> bool:
         self._written += len(batch)
@@ -211,10 +191,6 @@ class WorkspaceRunLogs:
             self._written = 0
             self._trim_total = True
         return bool(self._trim_total or self._over)
-
-    def failed_locked(self, batch: list[tuple[Any, ...]]) -> bool:
-        self._queue[:0] = batch
-        return bool(batch)
 
     def maintenance_due_locked(self) -> float | None:
         return 0.0 if (self._over or self._trim_total) else None
@@ -260,8 +236,7 @@ class WorkspaceRunLogs:
         Raises:
           WorkspaceError: if the database cannot be read.
         """
-        with self._lock:
-            queued = [r for r in self._queue if r[0] == run_id]
+        queued = [r for r in self.queued_rows() if r[0] == run_id]
         clauses = ["run_id = ?"]
         params: list[Any] = [run_id]
         if levels:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .codecs import db_text, dumps_lenient, sanitise, text_from_db
+from .row_queue import RowQueue
 from .schema import Migration, SchemaComponent
 from .workspace import Workspace
 
@@ -214,7 +215,7 @@ class StepBook:
         return [s["extra"] for s in found if "extra" in s and (kind is None or s["kind"] == kind)]
 
 
-class WorkspaceSteps(StepBook):
+class WorkspaceSteps(StepBook, RowQueue):
     """Steps in the workspace database (a batch source of its write engine); also kept
     in memory (:class:`StepBook`) for quick reads.
 
@@ -222,12 +223,15 @@ class WorkspaceSteps(StepBook):
       workspace: opened with :data:`STEPS_SCHEMA`.
     """
 
+    INSERT_SQL = (
+        "INSERT INTO run_steps (step_id, run_id, kind, name, inputs_preview, "
+        "outputs_preview, started_at, duration_s, error, extra) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
     def __init__(self, workspace: Workspace) -> None:
-        super().__init__()
-        self.workspace = workspace
-        self._queue: list[tuple[Any, ...]] = []
-        self._qlock = workspace.lock
-        workspace.add_source(self)
+        StepBook.__init__(self)
+        RowQueue.__init__(self, workspace)
 
     def add(self, step: Mapping[str, Any]) -> None:
         """Queue ``step`` for the database and keep it in memory (any thread)."""
@@ -245,58 +249,17 @@ class WorkspaceSteps(StepBook):
             db_text(step.get("error")),
             None if extra is None else dumps_lenient(extra),
         )
-        with self._qlock:
-            self._queue.append(row)
-            self.workspace.enqueued_locked(self)
-
-    # BatchSource --------------------------------------------------------------
-    def take_locked(self) -> list[tuple[Any, ...]] | None:
-        if not self._queue:
-            return None
-        batch, self._queue = self._queue, []
-        return batch
-
-    def inline_ok_locked(self) -> bool:
-        return len(self._queue) <= 64
-
-    def prepare(self, batch: list[tuple[Any, ...]]) -> None:
-        return None
-
-    def single_statement(self, batch: list[tuple[Any, ...]]) -> None:
-        return None  # lines go with run records, or in the writer's batches
-
-    def write(
-        self, conn: sqlite3.Connection, batch: list[tuple[Any, ...]], urgent: bool, careful: bool
-    ) -> None:
-        conn.executemany(
-            "INSERT INTO run_steps (step_id, run_id, kind, name, inputs_preview, "
-            "outputs_preview, started_at, duration_s, error, extra) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            batch,
-        )
-
-    def committed_locked(self, batch: list[tuple[Any, ...]], urgent: bool) -> bool:
-        return False
-
-    def failed_locked(self, batch: list[tuple[Any, ...]]) -> bool:
-        self._queue[:0] = batch
-        return bool(batch)
-
-    def maintenance_due_locked(self) -> float | None:
-        return None
-
-    def maintain(self, conn: sqlite3.Connection) -> None:
-        return None
+        with self._rows_lock:
+            self.queue_row_locked(row)
 
     # reading ------------------------------------------------------------------
     async def _rows(self, run_id: str | None, kind: str | None) -> list[tuple[Any, ...]]:
         """Stored and queued rows of ``run_id`` (all runs: None) and ``kind``, in order."""
-        with self._qlock:
-            queued = [
-                r
-                for r in self._queue
-                if (run_id is None or r[1] == run_id) and (kind is None or r[2] == kind)
-            ]
+        queued = [
+            r
+            for r in self.queued_rows()
+            if (run_id is None or r[1] == run_id) and (kind is None or r[2] == kind)
+        ]
         clauses, params = ["1"], []
         if run_id is not None:
             clauses.append("run_id = ?")
