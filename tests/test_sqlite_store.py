@@ -466,3 +466,25 @@ async def test_store_serves_managers_of_successive_loops(tmp_path: Path) -> None
     finally:
         await manager.close()
         await store.workspace.aclose()
+
+
+async def test_runs_ending_together_share_one_commit(tmp_path: Path) -> None:
+    registry = GraphRegistry()
+
+    @graph_fn("quick", registry=registry)
+    async def quick(i: int) -> int:
+        return i
+
+    manager = RunManager(registry=registry, **workspace_runtime(tmp_path / "ws"))
+    engine = manager.store.workspace.engine  # type: ignore[attr-defined]
+    try:
+        ids = [(await manager.submit_run("quick", inputs={"i": i})).run_id for i in range(8)]
+        after_spawns = engine.inline_commits
+        assert after_spawns >= 8  # each spawn's pending record, committed before it returned
+        finals = [await manager.wait_run(run_id) for run_id in ids]
+        assert [f.status for f in finals] == [RunStatus.succeeded] * 8
+        assert engine.inline_commits - after_spawns <= 2  # the 8 ends: one or two commits
+        for run_id in ids:
+            assert disk_row(tmp_path / "ws" / "ag.sqlite3", run_id)["status"] == "succeeded"  # type: ignore[index]
+    finally:
+        await manager.close()

@@ -30,6 +30,7 @@ used first out). Once evicted, ``get_outputs`` returns the stored preview and a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -437,6 +438,8 @@ class SqliteRunStore:
         self._last_commit = 0.0
         self._fold_retry_at: float | None = None
         self._enqueued_locked = workspace.engine.enqueued_locked
+        # (loop, task) that committed a put in the loop's current iteration (see put()).
+        self._window: tuple[asyncio.AbstractEventLoop, Any] | None = None
         # The manager awaits flush twice per run: skip two coroutine layers (the method
         # below documents it).
         self.flush = workspace.engine.flush  # type: ignore[method-assign]
@@ -528,7 +531,8 @@ class SqliteRunStore:
         """Store ``record`` (with the run's ``inputs`` and/or ``outputs``) and return once
         it is durable: :meth:`create`/:meth:`update` then :meth:`flush`, with a short path
         for the common case (small values, nothing else of this run queued, the
-        connection free): one journal row committed right here.
+        connection free): one journal row committed right here. Further puts in the same
+        loop iteration (runs ending together) share one commit instead.
 
         Raises:
           WorkspaceWriteError, WorkspaceClosedError: as :meth:`flush`.
@@ -539,7 +543,24 @@ class SqliteRunStore:
         fast = (inputs is None or encoded_in is not None) and (
             outputs is None or encoded_out is not None
         )
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        window = self._window
+        if window is not None and window[0] is not loop:
+            window = None  # left by a loop that ended before it could close it
+        if window is not None and window[1] is not task:
+            # Another task committed a put in this loop iteration already (runs ending
+            # together): queue this one, let the others of the iteration queue theirs,
+            # then one commit serves them all (group commit, inline). A task's own
+            # sequential puts (spawning runs one by one) are never held back.
+            self._queue_change(record, outputs, inputs)
+            await asyncio.sleep(0)
+            await self.workspace.engine.flush()
+            return
         if fast:
+            if window is None:
+                self._window = (loop, task)
+                loop.call_soon(self._close_window)
             with self._lock:
                 queued = self._queue.get(run_id)
                 if queued is not None and (queued.inputs is not None or queued.outputs is not None):
@@ -573,6 +594,9 @@ class SqliteRunStore:
                     return
         self._queue_change(record, outputs, inputs)
         await self.workspace.engine.flush()
+
+    def _close_window(self) -> None:
+        self._window = None
 
     async def create(self, record: RunRecord, inputs: Mapping[str, Any] | None = None) -> None:
         """Queue a new record (and the run's ``inputs``). Returns at once; durable after
