@@ -1,0 +1,857 @@
+"""context.channel() (issue 15): asks, the waiting status and its slots, answers,
+timeouts, cancel, transcripts (durable), progress, %ag_answer, the console on a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from ag_jupyter.runtime import (
+    Ask,
+    AskAnswerError,
+    AskClosedError,
+    AskNotFoundError,
+    AskTimeoutError,
+    AskUploadTooLargeError,
+    GraphRegistry,
+    RunManager,
+    RunStatus,
+    build_adhoc_context,
+    graph_fn,
+)
+from ag_jupyter.runtime.defaults import workspace_runtime
+
+
+async def until(predicate: Any, timeout_s: float = 5.0) -> Any:
+    """Poll ``predicate()`` on the loop until it is truthy; return its value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {predicate}")
+        await asyncio.sleep(0.001)
+
+
+async def open_ask(manager: RunManager, run_id: str | None = None, n: int = 1) -> list[Ask]:
+    return await until(lambda: (a := manager.pending_asks(run_id)) and len(a) >= n and a)
+
+
+def status(manager: RunManager, run_id: str) -> RunStatus:
+    record = manager.find_record(run_id)
+    assert record is not None
+    return record.status
+
+
+@pytest.fixture
+def graphs(registry: GraphRegistry) -> GraphRegistry:
+    @graph_fn("ask_name", registry=registry)
+    async def ask_name(context):
+        name = await context.channel().ask_text("What is your name?")
+        await context.channel().send_text(f"Hello, {name}!")
+        return {"name": name}
+
+    @graph_fn("approve", registry=registry)
+    async def approve(context, options: list[str] | None = None):
+        if options is None:
+            return dict(await context.channel().ask_approval("Ship it?"))
+        return dict(await context.channel().ask_approval("Ship it?", options=options))
+
+    @graph_fn("choose", registry=registry)
+    async def choose(context):
+        return dict(
+            await context.channel().ask_choices(
+                "Pick a colour",
+                ["red", {"id": "g", "label": "Green", "aliases": ["verde"]}],
+            )
+        )
+
+    @graph_fn("quick", registry=registry)
+    async def quick(x: int = 1):
+        return x
+
+    @graph_fn("gate", registry=registry)
+    async def gate(context):
+        await context.channel().ask_text("go?")
+        return "through"
+
+    @graph_fn("timeout_ask", registry=registry)
+    async def timeout_ask(context, timeout_s: float = 0.05, catch: bool = False):
+        try:
+            return await context.channel().ask_text("anyone?", timeout_s=timeout_s)
+        except TimeoutError as exc:
+            if not catch:
+                raise
+            return f"no answer ({type(exc).__name__})"
+
+    @graph_fn("files", registry=registry)
+    async def files(context, multiple: bool = True):
+        return await context.channel().ask_files("Upload the data", multiple=multiple)
+
+    return registry
+
+
+# ----------------------------------------------------------------- the life of an ask
+async def test_ask_makes_the_run_waiting_and_the_answer_makes_it_running_again(
+    graphs: GraphRegistry,
+):
+    manager = RunManager(registry=graphs)
+    seen: list[tuple[RunStatus, list[str] | None]] = []
+    manager.subscribe(lambda ev: seen.append((ev.record.status, ev.record.meta.get("asks"))))
+    record = await manager.submit_run("ask_name", inputs={})
+    [ask] = await open_ask(manager)
+    assert ask.run_id == record.run_id and ask.kind == "text"
+    assert ask.prompt == "What is your name?" and ask.options == []
+    assert ask.created_at.tzinfo is not None and ask.deadline is not None
+    assert 3599 < (ask.deadline - ask.created_at).total_seconds() <= 3600
+    live = manager.find_record(record.run_id)
+    assert live.status is RunStatus.waiting and live.meta["asks"] == [ask.ask_id]
+    reply = await manager.answer(ask.ask_id, "Ada")
+    assert reply == {"text": "Ada"}
+    final, outputs = await manager.wait_run(record.run_id, return_outputs=True)
+    assert final.status is RunStatus.succeeded and outputs == {"name": "Ada"}
+    assert "asks" not in final.meta and "answered_at" not in final.meta
+    statuses = [s for s, _ in seen]
+    assert statuses[:4] == [
+        RunStatus.pending, RunStatus.running, RunStatus.waiting, RunStatus.running
+    ]
+    assert seen[2][1] == [ask.ask_id] and seen[3][1] is None
+    assert manager.pending_asks() == []
+    transcript = await manager.transcript(record.run_id)
+    assert [(e["kind"], e["text"], e["ask_id"]) for e in transcript] == [
+        ("ask", "What is your name?", ask.ask_id),
+        ("answer", "Ada", ask.ask_id),
+        ("sent", "Hello, Ada!", None),
+    ]
+    assert all(set(e) == {"kind", "text", "ask_id", "at"} for e in transcript)
+    assert all(e["at"].endswith("+00:00") for e in transcript)
+    await manager.close()
+
+
+async def test_ask_approval_returns_a15s_dict_and_unpacks(graphs: GraphRegistry):
+    manager = RunManager(registry=graphs)
+    rid = (await manager.submit_run("approve", inputs={})).run_id
+    [ask] = await open_ask(manager)
+    assert ask.kind == "approval"
+    assert ask.options == [
+        {"id": "Approve", "label": "Approve"}, {"id": "Reject", "label": "Reject"}
+    ]
+    await manager.answer(ask.ask_id, "approve")  # a label, case-insensitively
+    _, out = await manager.wait_run(rid, return_outputs=True)
+    assert out == {"approved": True, "choice": "Approve", "choice_label": "Approve",
+                   "text": "approve", "matched": True}
+
+    rid = (await manager.submit_run("approve", inputs={"options": ["Yes", "No", "Defer"]})).run_id
+    [ask] = await open_ask(manager)
+    await manager.answer(ask.ask_id, {"choice": "No", "text": "too risky"})
+    _, out = await manager.wait_run(rid, return_outputs=True)
+    assert out == {"approved": False, "choice": "No", "choice_label": "No",
+                   "text": "too risky", "matched": True}
+    transcript = await manager.transcript(rid)
+    assert transcript[-1]["text"] == "No: too risky"
+
+    rid = (await manager.submit_run("approve", inputs={})).run_id
+    [ask] = await open_ask(manager)
+    await manager.answer(ask.ask_id, "maybe later")  # free text, as a15
+    _, out = await manager.wait_run(rid, return_outputs=True)
+    assert out == {"approved": False, "choice": None, "choice_label": None,
+                   "text": "maybe later", "matched": False}
+
+    # tuple unpacking, a15's _ChannelResult
+    @graph_fn("unpack", registry=graphs)
+    async def unpack(context):
+        approved, choice, label, text, matched = await context.channel().ask_approval("ok?")
+        return [approved, choice, label, text, matched]
+
+    rid = (await manager.submit_run("unpack", inputs={})).run_id
+    [ask] = await open_ask(manager)
+    await manager.answer(ask.ask_id, "2")  # by number, as a15's console
+    _, out = await manager.wait_run(rid, return_outputs=True)
+    assert out == {"result": [False, "Reject", "Reject", "2", True]}
+    await manager.close()
+
+
+async def test_ask_choices_matches_ids_labels_aliases(graphs: GraphRegistry):
+    manager = RunManager(registry=graphs)
+    for value, choice in (("RED", "red"), ("verde", "g"), ({"choice": "Green"}, "g"),
+                          ({"choice": "g"}, "g")):
+        rid = (await manager.submit_run("choose", inputs={})).run_id
+        [ask] = await open_ask(manager, rid)
+        assert ask.kind == "choices" and ask.options[1] == {"id": "g", "label": "Green"}
+        await manager.answer(ask.ask_id, value)
+        _, out = await manager.wait_run(rid, return_outputs=True)
+        assert out["choice"] == choice and out["matched"] is True
+    await manager.close()
+
+
+# ------------------------------------------------------------- slots while waiting
+async def test_a_waiting_run_gives_its_slot_back_and_goes_ahead_of_never_started_runs(
+    graphs: GraphRegistry,
+):
+    manager = RunManager(max_concurrency=1, registry=graphs)
+    asker = (await manager.submit_run("gate", inputs={})).run_id
+    [ask] = await open_ask(manager)
+    assert status(manager, asker) is RunStatus.waiting and manager.active_count == 0
+
+    # a second run starts and finishes while the first waits
+    second = (await manager.submit_run("quick", inputs={"x": 2})).run_id
+    assert (await manager.wait_run(second)).status is RunStatus.succeeded
+
+    # a run holding the slot; one queued behind it that never started
+    hold = asyncio.Event()
+
+    @graph_fn("hold", registry=graphs)
+    async def hold_graph():
+        await hold.wait()
+        return "held"
+
+    holder = (await manager.submit_run("hold", inputs={})).run_id
+    await until(lambda: status(manager, holder) is RunStatus.running)
+    never_started = (await manager.submit_run("quick", inputs={"x": 3})).run_id
+    assert status(manager, never_started) is RunStatus.pending
+
+    await manager.answer(ask.ask_id, "yes")
+    await asyncio.sleep(0.01)
+    waiting = manager.find_record(asker)
+    assert waiting.status is RunStatus.waiting  # answered, but no slot yet
+    assert "answered_at" in waiting.meta and "asks" not in waiting.meta
+
+    order: list[str] = []
+    manager.subscribe(
+        lambda ev: ev.record.status is RunStatus.running and order.append(ev.record.run_id)
+    )
+    hold.set()
+    assert (await manager.wait_run(asker)).status is RunStatus.succeeded
+    await manager.wait_run(never_started)
+    assert order == [asker, never_started]  # the answered run first
+    await manager.close()
+
+
+async def test_eight_runs_waiting_for_a_person_do_not_stall_other_runs(graphs: GraphRegistry):
+    manager = RunManager(max_concurrency=8, registry=graphs)
+    askers = [(await manager.submit_run("gate", inputs={})).run_id for _ in range(8)]
+    asks = await open_ask(manager, n=8)
+    others = [(await manager.submit_run("quick", inputs={"x": i})).run_id for i in range(20)]
+    for rid in others:
+        assert (await manager.wait_run(rid, timeout_s=5)).status is RunStatus.succeeded
+    for ask in asks:
+        await manager.answer(ask.ask_id, "ok")
+    for rid in askers:
+        assert (await manager.wait_run(rid, timeout_s=5)).status is RunStatus.succeeded
+    assert manager.active_count == 0
+    await manager.close()
+
+
+async def test_the_session_limiter_slot_is_given_back_too(graphs: GraphRegistry):
+    manager = RunManager(max_concurrency=8, registry=graphs)
+    manager.set_session_limit("s", 1)
+    asker = (await manager.submit_run("gate", inputs={}, session_id="s")).run_id
+    [ask] = await open_ask(manager)
+    # the session's only slot is free while it waits: another run of the session runs
+    other = (await manager.submit_run("quick", inputs={}, session_id="s")).run_id
+    assert (await manager.wait_run(other, timeout_s=5)).status is RunStatus.succeeded
+
+    hold = asyncio.Event()
+
+    @graph_fn("hold_s", registry=graphs)
+    async def hold_s():
+        await hold.wait()
+
+    holder = (await manager.submit_run("hold_s", inputs={}, session_id="s")).run_id
+    await until(lambda: status(manager, holder) is RunStatus.running)
+    queued = (await manager.submit_run("quick", inputs={}, session_id="s")).run_id
+    await manager.answer(ask.ask_id, "go")
+    await asyncio.sleep(0.01)
+    assert status(manager, asker) is RunStatus.waiting  # the session slot is taken
+    assert status(manager, queued) is RunStatus.pending
+    order: list[str] = []
+    manager.subscribe(
+        lambda ev: ev.record.status is RunStatus.running and order.append(ev.record.run_id)
+    )
+    hold.set()
+    await manager.wait_run(asker, timeout_s=5)
+    await manager.wait_run(queued, timeout_s=5)
+    assert order == [asker, queued]
+    manager.release_session_limit("s")
+    assert manager.session_limit("s") is None  # dropped once idle
+    await manager.close()
+
+
+async def test_an_answered_run_takes_a_session_slot_back_from_a_never_started_run(
+    graphs: GraphRegistry,
+):
+    """Global slots full, a never-started run of the session holding the session's slot
+    in the global queue: the answered run gets the slot first all the same."""
+    manager = RunManager(max_concurrency=1, registry=graphs)
+    manager.set_session_limit("s", 1)
+    asker = (await manager.submit_run("gate", inputs={}, session_id="s")).run_id
+    [ask] = await open_ask(manager)
+    hold = asyncio.Event()
+
+    @graph_fn("hold_g", registry=graphs)
+    async def hold_g():
+        await hold.wait()
+
+    holder = (await manager.submit_run("hold_g", inputs={})).run_id  # the global slot
+    await until(lambda: status(manager, holder) is RunStatus.running)
+    queued = (await manager.submit_run("quick", inputs={}, session_id="s")).run_id
+    assert status(manager, queued) is RunStatus.pending
+    await manager.answer(ask.ask_id, "go")
+    order: list[str] = []
+    manager.subscribe(
+        lambda ev: ev.record.status is RunStatus.running and order.append(ev.record.run_id)
+    )
+    hold.set()
+    await manager.wait_run(queued, timeout_s=5)
+    assert (await manager.wait_run(asker)).status is RunStatus.succeeded
+    assert order == [asker, queued]
+    await manager.close()
+
+
+async def test_count_slot_false_runs_hold_no_slot_to_give_back(graphs: GraphRegistry):
+    manager = RunManager(max_concurrency=1, registry=graphs)
+    rid = (await manager.submit_run("gate", inputs={}, count_slot=False)).run_id
+    [ask] = await open_ask(manager)
+    assert status(manager, rid) is RunStatus.waiting and manager.active_count == 0
+    await manager.answer(ask.ask_id, "x")
+    assert (await manager.wait_run(rid)).status is RunStatus.succeeded
+    assert manager.active_count == 0
+    await manager.close()
+
+
+# ---------------------------------------------------------------- timeouts, cancel
+async def test_a_timeout_raises_in_the_run(graphs: GraphRegistry):
+    manager = RunManager(registry=graphs)
+    record = await manager.run_and_wait("timeout_ask", inputs={})
+    final = record[0]
+    assert final.status is RunStatus.failed
+    assert final.error.startswith("AskTimeoutError: nobody answered ask ask-")
+    assert "within 0.05 s" in final.error
+    caught = await manager.run_and_wait("timeout_ask", inputs={"catch": True})
+    assert caught[1] == {"result": "no answer (AskTimeoutError)"}
+    assert issubclass(AskTimeoutError, TimeoutError)
+    transcript = await manager.transcript(final.run_id)
+    assert [e["kind"] for e in transcript] == ["ask", "timeout"]
+    assert transcript[1]["text"] == "no answer within 0.05 s"
+    ask_id = transcript[0]["ask_id"]
+    with pytest.raises(AskClosedError, match="timed out") as raised:
+        await manager.answer(ask_id, "late")
+    assert raised.value.state == "timeout" and raised.value.run_id == final.run_id
+    await manager.close()
+
+
+async def test_cancelling_a_waiting_run_cancels_its_ask(graphs: GraphRegistry):
+    manager = RunManager(max_concurrency=1, registry=graphs)
+    rid = (await manager.submit_run("gate", inputs={})).run_id
+    [ask] = await open_ask(manager)
+    await manager.cancel_run(rid, reason="changed my mind")
+    final = await manager.wait_run(rid)
+    assert final.status is RunStatus.canceled
+    assert manager.pending_asks() == [] and manager.active_count == 0
+    transcript = await manager.transcript(rid)
+    assert transcript[-1] == {
+        "kind": "canceled", "text": "canceled: the run was canceled (changed my mind)",
+        "ask_id": ask.ask_id, "at": transcript[-1]["at"],
+    }
+    with pytest.raises(AskClosedError, match="was canceled") as raised:
+        await manager.answer(ask.ask_id, "too late")
+    assert raised.value.state == "canceled"
+    # the slot it gave back is not returned twice
+    assert (await manager.run_and_wait("quick", inputs={}, count_slot=True))[0].status is (
+        RunStatus.succeeded
+    )
+    assert manager.active_count == 0
+    await manager.close()
+
+
+async def test_cancelling_an_answered_run_waiting_for_its_slot(graphs: GraphRegistry):
+    manager = RunManager(max_concurrency=1, registry=graphs)
+    rid = (await manager.submit_run("gate", inputs={})).run_id
+    [ask] = await open_ask(manager)
+    hold = asyncio.Event()
+
+    @graph_fn("hold_c", registry=graphs)
+    async def hold_c():
+        await hold.wait()
+
+    holder = (await manager.submit_run("hold_c", inputs={})).run_id
+    await until(lambda: status(manager, holder) is RunStatus.running)
+    await manager.answer(ask.ask_id, "yes")
+    await asyncio.sleep(0.01)
+    assert status(manager, rid) is RunStatus.waiting
+    await manager.cancel_run(rid)
+    assert (await manager.wait_run(rid)).status is RunStatus.canceled
+    hold.set()
+    await manager.wait_run(holder)
+    after = (await manager.submit_run("quick", inputs={})).run_id
+    assert (await manager.wait_run(after, timeout_s=5)).status is RunStatus.succeeded
+    assert manager.active_count == 0
+    await manager.close()
+
+
+async def test_a_body_that_bounds_an_ask_itself_goes_on_running(graphs: GraphRegistry):
+    """asyncio.wait_for around an ask cancels the ask, not the run: it takes its slot back."""
+    manager = RunManager(max_concurrency=1, registry=graphs)
+
+    @graph_fn("own_timeout", registry=graphs)
+    async def own_timeout(context):
+        try:
+            await asyncio.wait_for(context.channel().ask_text("quick?"), 0.05)
+        except TimeoutError:
+            pass
+        await asyncio.sleep(0.01)
+        return "went on"
+
+    record, outputs, _, _ = await manager.run_and_wait("own_timeout", inputs={}, count_slot=True)
+    assert record.status is RunStatus.succeeded and outputs == {"result": "went on"}
+    transcript = await manager.transcript(record.run_id)
+    assert [e["kind"] for e in transcript] == ["ask", "canceled"]
+    assert transcript[1]["text"] == "canceled: the ask was cancelled"
+    assert manager.active_count == 0
+    await manager.close()
+
+
+# --------------------------------------------------------------------- bad answers
+async def test_bad_answers_raise_clear_errors_and_lose_nothing(graphs: GraphRegistry):
+    manager = RunManager(registry=graphs)
+    rid = (await manager.submit_run("approve", inputs={"options": ["Yes", "No"]})).run_id
+    [ask] = await open_ask(manager)
+    with pytest.raises(AskAnswerError, match=r"names no option.*'Yes', 'No'"):
+        await manager.answer(ask.ask_id, {"choice": "Maybe"})
+    with pytest.raises(AskAnswerError, match="answer with a str"):
+        await manager.answer(ask.ask_id, 42)
+    assert manager.pending_asks() == [ask]  # still open
+    assert status(manager, rid) is RunStatus.waiting
+    with pytest.raises(AskNotFoundError, match=rf"no open ask with id 'ask-nope'.*{ask.ask_id}"):
+        await manager.answer("ask-nope", "Yes")
+    with pytest.raises(TypeError):
+        await manager.answer(None, "Yes")  # type: ignore[arg-type]
+    await manager.answer(ask.ask_id, "Yes")
+    with pytest.raises(AskClosedError, match=r"answered already.*'Yes'.*first answer wins"):
+        await manager.answer(ask.ask_id, "No")
+    _, out = await manager.wait_run(rid, return_outputs=True)
+    assert out["approved"] is True
+    transcript = await manager.transcript(rid)
+    assert [e["kind"] for e in transcript] == ["ask", "answer"]
+    with pytest.raises(AskAnswerError, match="asks for text"):
+        rid2 = (await manager.submit_run("gate", inputs={})).run_id
+        [ask2] = await open_ask(manager, rid2)
+        await manager.answer(ask2.ask_id, {"files": []})
+    await manager.answer(ask2.ask_id, "fine")
+    await manager.wait_run(rid2)
+    await manager.close()
+
+
+async def test_answering_from_a_second_task_and_the_first_answer_wins(graphs: GraphRegistry):
+    manager = RunManager(registry=graphs)
+    rid = (await manager.submit_run("ask_name", inputs={})).run_id
+    [ask] = await open_ask(manager, rid)
+
+    async def answerer(name: str) -> str:
+        await asyncio.sleep(0)
+        try:
+            await manager.answer(ask.ask_id, name)
+            return "won"
+        except AskClosedError:
+            return "lost"
+
+    results = await asyncio.gather(*(answerer(f"n{i}") for i in range(5)))
+    assert sorted(results) == ["lost"] * 4 + ["won"]
+    _, out = await manager.wait_run(rid, return_outputs=True)
+    assert out["name"] == f"n{results.index('won')}"
+    await manager.close()
+
+
+async def test_a_hundred_concurrent_asks_answered_in_random_order(graphs: GraphRegistry):
+    manager = RunManager(max_concurrency=4, registry=graphs)
+
+    @graph_fn("echo", registry=graphs)
+    async def echo(i: int, context):
+        reply = await context.channel().ask_text(f"question {i}")
+        return {"i": i, "reply": reply}
+
+    run_ids = [(await manager.submit_run("echo", inputs={"i": i})).run_id for i in range(100)]
+    asks = await open_ask(manager, n=100)  # 100 waiting with max_concurrency=4
+    assert manager.active_count == 0
+    random.Random(15).shuffle(asks)
+    by_run = {a.run_id: a for a in asks}
+    for ask in asks:
+        await manager.answer(ask.ask_id, f"answer to {ask.prompt}")
+    for i, rid in enumerate(run_ids):
+        record, out = await manager.wait_run(rid, timeout_s=10, return_outputs=True)
+        assert record.status is RunStatus.succeeded
+        assert out == {"i": i, "reply": f"answer to question {i}"}
+        assert by_run[rid].prompt == f"question {i}"
+    assert manager.pending_asks() == [] and manager.active_count == 0
+    await manager.close()
+
+
+async def test_concurrent_asks_in_one_run(registry: GraphRegistry):
+    """AetherGraph's docs/key-concepts/channels-interaction.md L95: asyncio.gather of two
+    asks on one channel session."""
+    manager = RunManager(max_concurrency=1, registry=registry)
+
+    @graph_fn(name="concurrent_asks", registry=registry)
+    async def concurrent_asks(*, context):
+        ch = context.channel()
+
+        async def one(tag):
+            name = await ch.ask_text(f"[{tag}] What’s your name?")
+            await ch.send_text(f"[{tag}] Thanks, {name}!")
+            return {tag: name}
+
+        a, b = await asyncio.gather(one("A"), one("B"))
+        return {"names": a | b}
+
+    rid = (await manager.submit_run("concurrent_asks", inputs={})).run_id
+    first, second = await open_ask(manager, n=2)
+    assert manager.find_record(rid).meta["asks"] == [first.ask_id, second.ask_id]
+    await manager.answer(second.ask_id, "Bea")
+    await asyncio.sleep(0.01)
+    record = manager.find_record(rid)
+    assert record.status is RunStatus.waiting and record.meta["asks"] == [first.ask_id]
+    await manager.answer(first.ask_id, "Al")
+    _, out = await manager.wait_run(rid, return_outputs=True)
+    assert out == {"names": {"A": "Al", "B": "Bea"}}
+    assert manager.active_count == 0
+    await manager.close()
+
+
+# ------------------------------------------------------------------------ files
+async def test_ask_files_saves_uploads_as_artifacts_of_the_run(
+    graphs: GraphRegistry, tmp_path: Path
+):
+    manager = RunManager(registry=graphs, **workspace_runtime(tmp_path / "ws"))
+    rid = (await manager.submit_run("files", inputs={})).run_id
+    [ask] = await open_ask(manager)
+    assert ask.kind == "files" and ask.multiple is True
+    reply = await manager.answer(ask.ask_id, {
+        "text": "here",
+        "files": [
+            {"name": "a.csv", "data": b"x,y\n1,2\n", "mime": "text/csv"},
+            {"name": "b.bin", "data": base64.b64encode(b"\x00\x01").decode()},
+        ],
+    })
+    record, out = await manager.wait_run(rid, return_outputs=True)
+    assert record.status is RunStatus.succeeded
+    assert out["text"] == "here" and [f["name"] for f in out["files"]] == ["a.csv", "b.bin"]
+    first = out["files"][0]
+    assert first["mimetype"] == "text/csv" and first["size"] == 8
+    assert first["uri"].startswith("ag://artifacts/") and first["platform"] == "notebook"
+    assert reply["files"] == out["files"]
+    ctx = await build_adhoc_context(run_id=rid, run_manager=manager)
+    assert await ctx.artifacts().load_bytes(first["uri"]) == b"x,y\n1,2\n"
+    saved = await ctx.artifacts().list(kind="upload", include_node=False)
+    assert {a.name for a in saved} == {"a.csv", "b.bin"}
+    transcript = await manager.transcript(rid)
+    assert transcript[-1]["text"] == "here | files: a.csv, b.bin"
+    await ctx.aclose()
+    await manager.close()
+
+
+async def test_uploads_past_the_caps_are_refused_and_the_ask_stays_open(
+    graphs: GraphRegistry, tmp_path: Path
+):
+    from ag_jupyter.runtime.services.channel import MAX_UPLOAD_FILE_BYTES
+
+    manager = RunManager(registry=graphs, **workspace_runtime(tmp_path / "ws"))
+    rid = (await manager.submit_run("files", inputs={"multiple": False})).run_id
+    [ask] = await open_ask(manager)
+    big = b"\0" * (MAX_UPLOAD_FILE_BYTES + 1)
+    with pytest.raises(AskUploadTooLargeError, match="capped at 10 MiB per file and 20 MiB"):
+        await manager.answer(ask.ask_id, {"files": [{"name": "big.bin", "data": big}]})
+    with pytest.raises(AskUploadTooLargeError, match="10 MiB"):
+        await manager.answer(ask.ask_id, {"files": [
+            {"name": "big.b64", "data": base64.b64encode(big).decode()}]})
+    with pytest.raises(AskAnswerError, match="takes one file"):
+        await manager.answer(ask.ask_id, {"files": [{"name": "a", "data": b"1"},
+                                                    {"name": "b", "data": b"2"}]})
+    with pytest.raises(AskAnswerError, match="not valid base64"):
+        await manager.answer(ask.ask_id, {"files": [{"name": "a", "data": "%%%"}]})
+    assert manager.pending_asks() == [ask]
+    await manager.answer(ask.ask_id, "no file after all")
+    _, out = await manager.wait_run(rid, return_outputs=True)
+    assert out == {"text": "no file after all", "files": []}
+    await manager.close()
+
+
+# -------------------------------------------------------------- memory and sending
+async def test_asks_log_prompt_and_reply_to_memory_as_chat_turns(tmp_path: Path):
+    manager = RunManager(**workspace_runtime(tmp_path / "ws"))
+    ctx = await build_adhoc_context(session_id="chat", run_manager=manager)
+    task = asyncio.ensure_future(ctx.channel().ask_text("Your name?", memory_tags=["intro"]))
+    [ask] = await open_ask(manager)
+    assert ask.run_id == ctx.run_id
+    manager.answer_nowait(ask.ask_id, "Grace")
+    assert await task == "Grace"
+    quiet = asyncio.ensure_future(ctx.channel().ask_text(
+        "Secret?", memory_log_prompt=False, memory_log_reply=False))
+    [ask] = await open_ask(manager)
+    manager.answer_nowait(ask.ask_id, "hush")
+    assert await quiet == "hush"
+    await ctx.channel().send_text("Noted.")
+    turns = await ctx.memory().recent_chat(limit=10)
+    texts = [(t["role"], t["text"]) for t in turns] if isinstance(turns[0], dict) else [
+        (t.stage, t.text) for t in turns]
+    assert ("assistant", "Your name?") in texts and ("user", "Grace") in texts
+    assert ("assistant", "Noted.") in texts
+    assert all("Secret" not in text and text != "hush" for _, text in texts)
+    events = await ctx.memory().recent(kinds=["chat.turn"], limit=10)
+    prompt = next(e for e in events if e.text == "Your name?")
+    assert {"chat", "channel:notebook:panel", "intro", "ask_text", "prompt"} <= set(prompt.tags)
+    await ctx.aclose()
+    await manager.close()
+
+
+async def test_transcript_keeps_text_exactly_as_given(registry: GraphRegistry):
+    manager = RunManager(registry=registry)
+    xss = '<img src=x onerror="alert(1)"> & \u2028 \U0001F680'
+
+    @graph_fn("xss", registry=registry)
+    async def xss_graph(context):
+        await context.channel().send_text(xss)
+        return await context.channel().ask_text(xss)
+
+    rid = (await manager.submit_run("xss", inputs={})).run_id
+    [ask] = await open_ask(manager)
+    assert ask.prompt == xss
+    await manager.answer(ask.ask_id, xss)
+    await manager.wait_run(rid)
+    assert [e["text"] for e in await manager.transcript(rid)] == [xss, xss, xss]
+    await manager.close()
+
+
+async def test_progress_and_phase_go_on_the_record_coalesced(registry: GraphRegistry):
+    manager = RunManager(registry=registry)
+    changes: list[dict[str, Any] | None] = []
+    manager.subscribe(lambda ev: changes.append(ev.record.meta.get("progress")))
+
+    @graph_fn("progress", registry=registry)
+    async def progress_graph(context):
+        ch = context.channel()
+        async with ch.progress(title="Training", total=1000) as p:
+            for _ in range(1000):
+                await p.update(inc=1, eta_seconds=3.5, subtitle="epoch 1")
+            mid = dict(context.manager.find_record(context.run_id).meta["progress"])
+            await p.end(subtitle="all done")
+        await ch.send_phase("evaluate", "active", label="Evaluating")
+        return mid
+
+    @graph_fn("no_progress", registry=registry)
+    async def no_progress():
+        return 1
+
+    record, mid, _, _ = await manager.run_and_wait("progress", inputs={})
+    assert mid["current"] == 1000 and mid["percent"] == 100.0 and mid["eta_seconds"] == 3.5
+    final = record.meta["progress"]
+    assert set(final) == {"title", "current", "total", "percent", "eta_seconds", "subtitle",
+                          "phase", "status", "updated_at"}
+    assert final["title"] == "Training" and final["current"] == 1000 and final["total"] == 1000
+    assert final["subtitle"] == "all done" and final["phase"] == "Evaluating"
+    assert final["status"] == "active"
+    emitted = [c for c in changes if c is not None]
+    assert len(emitted) < 30  # 1000 updates in well under a second: coalesced
+    assert any(c["subtitle"] == "all done" and c["status"] == "done" for c in emitted)
+    quiet, _, _, _ = await manager.run_and_wait("no_progress", inputs={})
+    assert "progress" not in quiet.meta  # never a fake bar
+    await manager.close()
+
+
+async def test_percent_without_total_and_none_without_either(registry: GraphRegistry):
+    manager = RunManager(registry=registry)
+
+    @graph_fn("pct", registry=registry)
+    async def pct(context):
+        seen = []
+        async with context.channel().progress(title="Fetch") as p:
+            seen.append(context.manager.find_record(context.run_id).meta["progress"]["percent"])
+            await p.update(percent=0.25)
+            seen.append(context.manager.find_record(context.run_id).meta["progress"]["percent"])
+        return seen
+
+    _, out, _, _ = await manager.run_and_wait("pct", inputs={})
+    assert out == {"result": [None, 25.0]}
+    await manager.close()
+
+
+# ------------------------------------------------------------------- adapters
+async def test_register_channel_adapter_routes_a_prefix_and_answers_inline(
+    registry: GraphRegistry,
+):
+    from ag_jupyter.runtime import (
+        get_channel_service,
+        register_channel_adapter,
+        set_channel_alias,
+    )
+
+    class Inline:
+        capabilities: ClassVar[set[str]] = {"text", "input", "buttons"}
+
+        def __init__(self) -> None:
+            self.events: list[Any] = []
+
+        async def send(self, event):
+            self.events.append(event)
+            if event.type == "session.need_input":
+                return {"payload": {"text": "from the adapter"}}
+            return None
+
+    adapter = Inline()
+    register_channel_adapter("inline", adapter)
+    set_channel_alias("ops", "inline:room/1")
+    try:
+        manager = RunManager(registry=registry)
+
+        @graph_fn("via_adapter", registry=registry)
+        async def via_adapter(context):
+            ch = context.channel("ops")
+            await ch.send_text("hello")
+            return await ch.ask_text("who?")
+
+        _, out, _, _ = await manager.run_and_wait("via_adapter", inputs={})
+        assert out == {"result": "from the adapter"}
+        assert [e.type for e in adapter.events] == ["agent.message", "session.need_input"]
+        assert adapter.events[0].channel == "inline:room/1"
+        assert adapter.events[1].meta["ask_id"].startswith("ask-")
+        with pytest.raises(RuntimeError, match="no channel adapter for prefix 'nowhere'"):
+            set_channel_alias("x", "nowhere:1")
+
+        @graph_fn("slack", registry=registry)
+        async def slack(context):
+            await context.channel("slack:team/T:chan/C").send_text("hi")
+
+        rec, _, _, _ = await manager.run_and_wait("slack", inputs={})
+        assert "ServiceNotConfiguredError: no channel adapter for 'slack:team/T:chan/C'" in (
+            rec.error
+        )
+        await manager.close()
+    finally:
+        bus = get_channel_service()
+        bus.adapters.pop("inline", None)
+        bus.channel_aliases.pop("ops", None)
+
+
+async def test_file_channel_appends_under_the_workspace(registry: GraphRegistry, tmp_path: Path):
+    manager = RunManager(registry=registry, **workspace_runtime(tmp_path / "ws"))
+
+    @graph_fn("file_log", registry=registry)
+    async def file_log(context):
+        await context.channel("file:logs/exp.txt").send_text("Run began")
+        await context.channel("file:logs/exp.txt").send_text("acc=0.93")
+
+    @graph_fn("escape", registry=registry)
+    async def escape(context):
+        await context.channel("file:../../outside.txt").send_text("no")
+
+    await manager.run_and_wait("file_log", inputs={})
+    lines = (tmp_path / "ws" / "channel_files" / "logs" / "exp.txt").read_text().splitlines()
+    assert lines[0].endswith("agent.message: Run began") and "acc=0.93" in lines[2]
+    rec, _, _, _ = await manager.run_and_wait("escape", inputs={})
+    assert rec.status is RunStatus.failed and "leaves the channel folder" in rec.error
+    assert not (tmp_path / "outside.txt").exists()
+    await manager.close()
+
+
+# ------------------------------------------------------------ transcript durability
+KILLED_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys
+    from ag_jupyter.runtime import RunManager, graph_fn
+    from ag_jupyter.runtime.defaults import workspace_runtime
+
+    @graph_fn("asker")
+    async def asker(context):
+        await context.channel().send_text("about to ask")
+        return await context.channel().ask_text("still there?")
+
+    async def main():
+        m = RunManager(**workspace_runtime(sys.argv[1]))
+        rec = await m.submit_run("asker", inputs={}, run_id="run-killed")
+        while not m.pending_asks():
+            await asyncio.sleep(0.01)
+        await m.store.flush()
+        await asyncio.sleep(0.3)  # the transcript rows are committed with the next batch
+        print("asked", flush=True)
+        await asyncio.sleep(60)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_transcript_after_a_restart_and_an_ask_left_open_by_a_killed_process(
+    graphs: GraphRegistry, tmp_path: Path
+):
+    ws = tmp_path / "ws"
+    first = RunManager(registry=graphs, **workspace_runtime(ws))
+    rid = (await first.submit_run("ask_name", inputs={})).run_id
+    [ask] = await open_ask(first)
+    await first.answer(ask.ask_id, "Lin")
+    await first.wait_run(rid)
+    await first.close()
+    second = RunManager(registry=graphs, **workspace_runtime(ws))
+    assert [e["kind"] for e in await second.transcript(rid)] == ["ask", "answer", "sent"]
+    await second.close()
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", KILLED_SCRIPT, str(ws), stdout=subprocess.PIPE
+    )
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    assert line.strip() == b"asked"
+    os.kill(proc.pid, signal.SIGKILL)
+    await proc.wait()
+    third = RunManager(registry=graphs, **workspace_runtime(ws))
+    entries = await third.transcript("run-killed")
+    assert [e["kind"] for e in entries] == ["sent", "ask", "canceled"]
+    assert entries[1]["text"] == "still there?"
+    assert entries[2]["text"].startswith("interrupted")
+    assert entries[2]["ask_id"] == entries[1]["ask_id"]
+    record = await third.get_record("run-killed")
+    assert record.status is RunStatus.failed and record.meta.get("interrupted") is True
+    await third.close()
+    fourth = RunManager(registry=graphs, **workspace_runtime(ws))  # marked only once
+    assert [e["kind"] for e in await fourth.transcript("run-killed")] == [
+        "sent", "ask", "canceled"]
+    await fourth.close()
+
+
+async def test_a_second_live_process_keeps_its_asks_open(graphs: GraphRegistry, tmp_path: Path):
+    """Opening the workspace again while the asking process lives marks nothing."""
+    ws = tmp_path / "ws"
+    first = RunManager(registry=graphs, **workspace_runtime(ws))
+    rid = (await first.submit_run("gate", inputs={})).run_id
+    [ask] = await open_ask(first)
+    await first.store.flush()
+    await asyncio.sleep(0.2)
+    other = RunManager(registry=graphs, **workspace_runtime(ws))
+    assert [e["kind"] for e in await other.transcript(rid)] == ["ask"]
+    await other.close()
+    await first.answer(ask.ask_id, "ok")
+    await first.wait_run(rid)
+    assert [e["kind"] for e in await first.transcript(rid)] == ["ask", "answer"]
+    await first.close()
+
+
+async def test_prune_removes_transcripts(graphs: GraphRegistry, tmp_path: Path):
+    manager = RunManager(registry=graphs, **workspace_runtime(tmp_path / "ws"))
+    rid = (await manager.submit_run("ask_name", inputs={})).run_id
+    [ask] = await open_ask(manager)
+    await manager.answer(ask.ask_id, "Kai")
+    await manager.wait_run(rid)
+    await manager.store.flush()
+    await asyncio.sleep(0.2)
+    await manager.prune(keep_last=0)
+    assert await manager.transcript(rid) == []
+    await manager.close()
