@@ -855,3 +855,171 @@ async def test_prune_removes_transcripts(graphs: GraphRegistry, tmp_path: Path):
     await manager.prune(keep_last=0)
     assert await manager.transcript(rid) == []
     await manager.close()
+
+
+# --------------------------------------------------------------- %ag_answer in IPython
+@pytest.fixture
+def shell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from ag_jupyter.runtime import default_registry
+
+    InteractiveShell.clear_instance()
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("config", "AgJupyter.workspace = 'memory'")
+    sh.run_line_magic("load_ext", "ag_jupyter")
+    sh.run_cell(
+        "import asyncio\n"
+        "from ag_jupyter import graph_fn, get_run_manager\n"
+        "@graph_fn('hitl_name')\n"
+        "async def hitl_name(context):\n"
+        "    return await context.channel().ask_text('Your name?')\n"
+        "@graph_fn('hitl_two')\n"
+        "async def hitl_two(context):\n"
+        "    ch = context.channel()\n"
+        "    a, b = await asyncio.gather(ch.ask_text('first?'), ch.ask_approval('second?'))\n"
+        "    return [a, b['choice']]\n"
+    )
+    yield sh
+    sh.run_line_magic("unload_ext", "ag_jupyter")
+    for name in ("hitl_name", "hitl_two"):
+        default_registry.unregister(name)
+    InteractiveShell.clear_instance()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_ag_answer_in_terminal_ipython(shell, capsys):
+    from IPython.core.error import UsageError
+
+    cell = shell.run_cell(
+        "%%ag_session\n"
+        "rid = await context.runner().spawn_run('hitl_name', inputs={})\n"
+        "two = await context.runner().spawn_run('hitl_two', inputs={})\n"
+        "await asyncio.sleep(0.1)\n"
+    )
+    assert cell.error_in_exec is None
+    rid, two = shell.user_ns["rid"], shell.user_ns["two"]
+    capsys.readouterr()
+    shell.run_line_magic("ag_answer", "")
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 3 and any("'Your name?'" in ln and f"run={rid}" in ln for ln in listed)
+    assert any("[approval]" in ln and "options: Approve, Reject" in ln for ln in listed)
+    with pytest.raises(UsageError, match=rf"run {two} has 2 open asks; answer one by its ask"):
+        shell.run_line_magic("ag_answer", f"{two} yes")
+    with pytest.raises(UsageError, match="no open ask with id 'nope'"):
+        shell.run_line_magic("ag_answer", "nope hello")
+    with pytest.raises(UsageError, match="needs the answer"):
+        shell.run_line_magic("ag_answer", rid)
+    shell.run_line_magic("ag_answer", f"{rid} Ada  Lovelace ")
+    assert f"(run {rid}): answered 'Ada  Lovelace'" in capsys.readouterr().out
+    with pytest.raises(UsageError, match=f"run {rid} has no open ask"):
+        shell.run_line_magic("ag_answer", f"{rid} again")
+    from ag_jupyter.runtime import get_run_manager
+
+    async def get() -> RunManager:
+        return get_run_manager()
+
+    first, second = shell.loop_runner(get()).pending_asks(two)
+    shell.run_line_magic("ag_answer", f"{second.ask_id} 1")
+    assert "-> Approve" in capsys.readouterr().out
+    shell.run_line_magic("ag_answer", f"{first.ask_id} \"\"")
+    with pytest.raises(UsageError, match="answered already"):
+        shell.run_line_magic("ag_answer", f"{first.ask_id} late")
+    cell = shell.run_cell(
+        "rec, out = await get_run_manager().wait_run(rid, return_outputs=True)\n"
+        "rec2, out2 = await get_run_manager().wait_run(two, return_outputs=True)\n"
+    )
+    assert cell.error_in_exec is None
+    assert shell.user_ns["out"] == {"result": "Ada  Lovelace"}
+    assert shell.user_ns["out2"] == {"result": ["", "Approve"]}
+
+
+# ------------------------------------------------------- the console on a terminal
+CONSOLE_SCRIPT = textwrap.dedent(
+    """
+    import asyncio
+    from ag_jupyter import graph_fn
+    from ag_jupyter.runtime import get_run_manager
+
+    @graph_fn("console_demo")
+    async def console_demo(context):
+        ch = context.channel()
+        await ch.send_text("Starting demo")
+        name = await ch.ask_text("Your name?")
+        res = await ch.ask_approval("Deploy?", options=["Yes", "No"])
+        other = await ch.ask_text("Answered elsewhere?")
+        last = await ch.ask_text("Last one?")
+        await ch.send_text(f"Nice to meet you, {name}!")
+        return [name, res["approved"], other, last]
+
+    async def answer_elsewhere(m):
+        while True:
+            asks = [a for a in m.pending_asks() if a.prompt == "Answered elsewhere?"]
+            if asks:
+                await asyncio.sleep(0.2)
+                await m.answer(asks[0].ask_id, "from the panel")
+                return
+            await asyncio.sleep(0.01)
+
+    async def main():
+        m = get_run_manager()
+        helper = asyncio.ensure_future(answer_elsewhere(m))
+        rec, out, _, _ = await m.run_and_wait("console_demo", inputs={})
+        await helper
+        print("RESULT", rec.status.value, out["result"], flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_the_console_channel_prompts_on_a_terminal_and_the_first_answer_wins(tmp_path: Path):
+    import pty  # noqa: F401  (POSIX only; os.openpty below)
+    import select
+
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CONSOLE_SCRIPT],
+        stdin=slave, stdout=slave, stderr=subprocess.PIPE, cwd=tmp_path,
+        env={**os.environ, "AG_WORKSPACE": str(tmp_path / "ws")},
+    )
+    os.close(slave)
+    seen = b""
+
+    def read_until(marker: bytes, timeout_s: float = 30.0) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout_s
+        while marker not in seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                proc.kill()
+                raise AssertionError(f"{marker!r} not seen; got {seen!r}")
+            ready, _, _ = select.select([master], [], [], left)
+            if ready:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    break
+
+    try:
+        read_until(b"Your name? ")
+        os.write(master, b"Ada\n")
+        read_until(b"Reply with number or label: ")
+        assert b"  1. Yes" in seen and b"  2. No" in seen
+        os.write(master, b"1\n")
+        read_until(b"Answered elsewhere? ")
+        read_until(b"Last one? ")  # answered through manager.answer: the prompt moved on
+        os.write(master, b"\n")  # an empty line is ignored (the prompt is shown again)
+        os.write(master, b"done\n")
+        read_until(b"'done']")
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = seen.decode()
+    assert "[console] agent.message :: Starting demo" in text
+    assert "[console] agent.message :: Nice to meet you, Ada!" in text
+    assert "RESULT succeeded ['Ada', True, 'from the panel', 'done']" in text, text
+    assert "Answered elsewhere? \r\nLast one? " in text
+    assert proc.returncode == 0, proc.stderr.read().decode()

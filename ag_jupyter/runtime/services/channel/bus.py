@@ -338,6 +338,18 @@ def stdin_is_terminal() -> bool:
         return False
 
 
+def console_print(*parts: Any, end: str = "\n") -> None:
+    """Print to the process's real stdout: a run's own ``print()`` goes to its log
+    (``output_capture``), but the console channel talks to the terminal."""
+    out = sys.stdout
+    while hasattr(out, "_ag_target"):
+        out = out._ag_target
+    if out is None:
+        return
+    out.write(" ".join(str(p) for p in parts) + end)
+    out.flush()
+
+
 class NotebookChannelAdapter:
     """The built-in ``notebook:`` / ``console:`` adapter (see the module docstring).
 
@@ -383,7 +395,7 @@ class NotebookChannelAdapter:
             )
         if event.buttons:
             line += " [buttons] " + ", ".join(b.label for b in event.buttons)
-        print(line, flush=True)
+        console_print(line)
         return None
 
     def present_ask(self, book: Any, ask: Any) -> None:
@@ -408,6 +420,7 @@ class _StdinPrompter:
         self._queue: list[tuple[asyncio.AbstractEventLoop, Any, Any]] = []
         self._thread: threading.Thread | None = None
         self._shown: str | None = None
+        self._mid_line = False  # a prompt is on screen, nothing typed after it yet
 
     def add(self, loop: asyncio.AbstractEventLoop, book: Any, ask: Any) -> None:
         with self._lock:
@@ -430,14 +443,17 @@ class _StdinPrompter:
         if head is None or head[2].ask_id == self._shown:
             return
         ask = head[2]
+        if self._mid_line and self._shown is not None:
+            console_print("")  # the prompt on screen was answered elsewhere
         self._shown = ask.ask_id
+        self._mid_line = True
         if ask.options:
-            print((ask.prompt or "Choose an option:").strip(), flush=True)
+            console_print((ask.prompt or "Choose an option:").strip())
             for i, option in enumerate(ask.options, 1):
-                print(f"  {i}. {option['label']}", flush=True)
-            print("Reply with number or label: ", end="", flush=True)
+                console_print(f"  {i}. {option['label']}")
+            console_print("Reply with number or label: ", end="")
         else:
-            print((ask.prompt or "Please reply:").rstrip() + " ", end="", flush=True)
+            console_print((ask.prompt or "Please reply:").rstrip() + " ", end="")
 
     def _read(self) -> None:
         while True:
@@ -447,6 +463,7 @@ class _StdinPrompter:
                 return
             if line == "":  # EOF: nothing more will come from stdin
                 return
+            self._mid_line = False
             head = self._head()
             if head is None:
                 continue
@@ -464,7 +481,7 @@ class _StdinPrompter:
         try:
             book.answer_nowait(ask.ask_id, text)
         except Exception as exc:  # closed meanwhile, or a reply that does not fit
-            print(f"[console] {exc}", flush=True)
+            console_print(f"[console] {exc}")
             self._shown = None
         self._show_next()
 
