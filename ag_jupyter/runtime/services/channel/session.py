@@ -146,9 +146,14 @@ class ChannelSession:
         await append(role, text, tags=all_tags, data=data, severity=severity, signal=signal)
 
     # --------------------------------------------------------------------- send
-    async def send(self, event: OutEvent, *, channel: str | None = None) -> None:
+    async def send(self, event: OutEvent | str, *, channel: str | None = None) -> None:
         """Publish a ready-made :class:`OutEvent` (its channel filled in from
-        ``channel`` / this session when empty; context ids merged into its meta)."""
+        ``channel`` / this session when empty; context ids merged into its meta). A str
+        is sent as :meth:`send_text` (AetherGraph's docs write ``send(f"...")``, which
+        a15 rejects with an ``AttributeError``)."""
+        if isinstance(event, str):
+            await self.send_text(event, channel=channel)
+            return
         if not event.channel:
             event.channel = self._resolve_key(channel)
         event.meta = self._inject_context_meta(event.meta)
