@@ -1530,3 +1530,21 @@ async def test_ag_docs_key_concepts_event_driven_waits_md_L82_notify_and_tag_too
     async with open_session() as context:
         assert await notify_and_tag(context=context) == {"ok": True}
         assert await sent(context.run_id) == ["Started node…"]
+
+
+async def test_progress_bookkeeping_stays_bounded(registry: GraphRegistry):
+    from ag_jupyter.runtime.services.channel.session import progress_board
+
+    manager = RunManager(registry=registry, max_concurrency=64)
+
+    @graph_fn("tick", registry=registry)
+    async def tick(context):
+        async with context.channel().progress(title="t", total=1) as p:
+            await p.update(current=1)
+            await p.end()
+
+    ids = [(await manager.submit_run("tick", inputs={})).run_id for _ in range(1100)]
+    for rid in ids:
+        assert (await manager.wait_run(rid)).meta["progress"]["status"] == "done"
+    assert len(progress_board._last) <= progress_board._PRUNE_AT + 1
+    await manager.close()

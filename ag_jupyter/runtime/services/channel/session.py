@@ -965,8 +965,11 @@ class _ProgressBoard:
     run that ends carries its last update), emitted to watchers (and stored) at most
     every ``PROGRESS_INTERVAL_S`` seconds, the last one always."""
 
+    #: Runs remembered before finished ones are forgotten.
+    _PRUNE_AT = 1024
+
     def __init__(self) -> None:
-        self._last: dict[str, float] = {}
+        self._last: dict[str, tuple[float, Any]] = {}  # run id -> (loop time, manager)
         self._timers: dict[str, Any] = {}
 
     def update(self, context: Any, changes: Mapping[str, Any], *, urgent: bool = False) -> None:
@@ -983,13 +986,14 @@ class _ProgressBoard:
         loop = manager.loop
         now = loop.time()
         timer = self._timers.get(run_id)
-        if urgent or (timer is None and now - self._last.get(run_id, -1e9) >= PROGRESS_INTERVAL_S):
+        last = self._last.get(run_id, (-1e9, None))[0]
+        if urgent or (timer is None and now - last >= PROGRESS_INTERVAL_S):
             if timer is not None:
                 timer.cancel()
             self._flush(manager, live)
         elif timer is None:
-            delay = PROGRESS_INTERVAL_S - (now - self._last.get(run_id, now))
-            self._timers[run_id] = loop.call_later(max(0.0, delay), self._flush, manager, live)
+            delay = max(0.0, PROGRESS_INTERVAL_S - (now - last))
+            self._timers[run_id] = loop.call_later(delay, self._flush, manager, live)
 
     def _flush(self, manager: Any, live: Any) -> None:
         run_id = live.record.run_id
@@ -997,7 +1001,14 @@ class _ProgressBoard:
         if manager.find_record(run_id) is not live.record or live.record.status.is_terminal:
             self._last.pop(run_id, None)
             return
-        self._last[run_id] = manager.loop.time()
+        self._last[run_id] = (manager.loop.time(), manager)
+        if len(self._last) > self._PRUNE_AT:
+            self._last = {
+                rid: entry
+                for rid, entry in self._last.items()
+                if rid in self._timers
+                or ((rec := entry[1].find_record(rid)) is not None and not rec.status.is_terminal)
+            }
         manager._patch_meta(live, {}, emit=True)
 
 
