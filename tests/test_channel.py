@@ -1548,3 +1548,43 @@ async def test_progress_bookkeeping_stays_bounded(registry: GraphRegistry):
         assert (await manager.wait_run(rid)).meta["progress"]["status"] == "done"
     assert len(progress_board._last) <= progress_board._PRUNE_AT + 1
     await manager.close()
+
+
+async def test_a_second_ask_opened_while_queued_for_a_slot(registry: GraphRegistry):
+    """One task of a run is answered and queues for the slot; another opens and closes an
+    ask meanwhile: the run is queued once, and both tasks go on."""
+    manager = RunManager(max_concurrency=1, registry=registry)
+    second_may_ask = asyncio.Event()
+
+    @graph_fn("two_tasks", registry=registry)
+    async def two_tasks(context):
+        ch = context.channel()
+
+        async def first():
+            return await ch.ask_text("first?")
+
+        async def second():
+            await second_may_ask.wait()
+            return await ch.ask_text("second?")
+
+        return await asyncio.gather(first(), second())
+
+    hold = asyncio.Event()
+
+    @graph_fn("hold_t", registry=registry)
+    async def hold_t():
+        await hold.wait()
+
+    rid = (await manager.submit_run("two_tasks", inputs={})).run_id
+    [first] = await open_ask(manager, rid)
+    holder = (await manager.submit_run("hold_t", inputs={})).run_id
+    await until(lambda: status(manager, holder) is RunStatus.running)
+    await manager.answer(first.ask_id, "one")  # queued for the slot (held)
+    second_may_ask.set()
+    [second] = await until(lambda: manager.pending_asks(rid))
+    await manager.answer(second.ask_id, "two")
+    hold.set()
+    _, out = await manager.wait_run(rid, timeout_s=5, return_outputs=True)
+    assert out == {"result": ["one", "two"]}
+    assert manager.active_count == 0
+    await manager.close()

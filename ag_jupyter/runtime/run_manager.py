@@ -701,6 +701,8 @@ class RunManager:
         """Queue an answered run for its slots (its session's first, then a global one),
         ahead of never-started runs; the future is done once it has them (at once when
         they are free)."""
+        if live.resume is not None and not live.resume.done():
+            return live.resume  # queued already (another ask of the run closed first)
         loop = self._loop
         assert loop is not None
         future: asyncio.Future[None] = loop.create_future()
