@@ -592,12 +592,15 @@ async def test_uploads_past_the_caps_are_refused_and_the_ask_stays_open(
 # -------------------------------------------------------------- memory and sending
 async def test_asks_log_prompt_and_reply_to_memory_as_chat_turns(tmp_path: Path):
     manager = RunManager(**workspace_runtime(tmp_path / "ws"))
+    told: list[tuple[str, str]] = []
+    manager.asks.subscribe(lambda event, ask: told.append((event, ask.prompt)))
     ctx = await build_adhoc_context(session_id="chat", run_manager=manager)
     task = asyncio.ensure_future(ctx.channel().ask_text("Your name?", memory_tags=["intro"]))
     [ask] = await open_ask(manager)
     assert ask.run_id == ctx.run_id
     manager.answer_nowait(ask.ask_id, "Grace")
     assert await task == "Grace"
+    assert told == [("opened", "Your name?"), ("closed", "Your name?")]  # no run record
     quiet = asyncio.ensure_future(ctx.channel().ask_text(
         "Secret?", memory_log_prompt=False, memory_log_reply=False))
     [ask] = await open_ask(manager)

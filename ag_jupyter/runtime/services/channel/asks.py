@@ -40,6 +40,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -58,6 +59,8 @@ from ...errors import (
 from ...models import utc_now
 from ...store.transcripts import TranscriptBook, WorkspaceTranscripts, make_entry
 from .bus import Button, ChoiceOption, OutEvent, build_choice_options, fallback_event
+
+log = logging.getLogger("ag_jupyter.channel")
 
 #: Upload caps of a files ask (bytes).
 MAX_UPLOAD_FILE_BYTES = 10 << 20
@@ -152,6 +155,26 @@ class AskBook:
         self._by_run: dict[str, dict[str, None]] = {}
         self._closed: OrderedDict[str, tuple[str, str, str, str]] = OrderedDict()
         self._transcripts: TranscriptBook | None = None
+        self._listeners: tuple[Callable[[str, Ask], None], ...] = ()
+
+    def subscribe(self, callback: Callable[[str, Ask], None]) -> Callable[[], None]:
+        """Call ``callback(event, ask)`` on the loop when an ask opens (``"opened"``) or
+        closes (``"closed"``): every ask, an ad-hoc session's too (those have no run
+        record whose change would tell a UI). Quick callbacks only; an exception is
+        logged. Returns a function that unsubscribes."""
+        self._listeners = (*self._listeners, callback)
+
+        def unsubscribe() -> None:
+            self._listeners = tuple(cb for cb in self._listeners if cb is not callback)
+
+        return unsubscribe
+
+    def _tell(self, event: str, ask: Ask) -> None:
+        for callback in self._listeners:
+            try:
+                callback(event, ask)
+            except Exception:
+                log.exception("ask listener %r failed", callback)
 
     # --------------------------------------------------------------- transcripts
     @property
@@ -227,6 +250,7 @@ class AskBook:
         self._open[ask.ask_id] = entry
         self._by_run.setdefault(ask.run_id, {})[ask.ask_id] = None
         self.record(ask.run_id, "ask", ask.prompt, ask.ask_id)
+        self._tell("opened", ask)
         return entry
 
     def _close(self, entry: _OpenAsk, state: str, kind: str, text: str) -> None:
@@ -248,7 +272,8 @@ class AskBook:
             try:
                 callback()
             except Exception:
-                pass
+                log.exception("ask close callback %r failed", callback)
+        self._tell("closed", ask)
 
     async def ask(
         self,
@@ -381,11 +406,7 @@ class AskBook:
                 else:
                     result = await adapter.send(shown)
             except Exception:
-                import logging
-
-                logging.getLogger("ag_jupyter.channel").exception(
-                    "channel adapter %r failed to show ask %s", adapter, ask.ask_id
-                )
+                log.exception("channel adapter %r failed to show ask %s", adapter, ask.ask_id)
                 return
             payload = (result or {}).get("payload") if isinstance(result, Mapping) else None
             if isinstance(payload, Mapping) and self.is_open(ask.ask_id):
