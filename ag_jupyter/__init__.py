@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from .runtime import (
+    Button,
     NodeContext,
     Service,
     build_adhoc_context,
@@ -27,7 +28,6 @@ from .runtime import (
     tool,
 )
 from .runtime.placeholders import (
-    Button,
     TaskGraph,
     graphify,
     start_server,

@@ -28,29 +28,25 @@ A15_RUNTIME = [
 A15_RUNNER = ["run", "run_async"]
 
 BUILT = {
-    "ag_jupyter": ["graph_fn", "tool", "Service", "NodeContext"],
+    "ag_jupyter": ["graph_fn", "tool", "Service", "NodeContext", "Button"],
     "ag_jupyter.runtime": [
         "open_session", "build_adhoc_context", "RunManager", "RunRecord", "RunStatus",
         "RunOrigin", "RunVisibility", "RunImportance", "register_context_service",
         "get_ext_context_service", "list_ext_context_services", "register_llm_client",
         "get_llm_service", "current_services", "register_mcp_client",
+        "get_channel_service", "set_default_channel", "get_default_channel",
+        "set_channel_alias", "register_channel_adapter",
     ],
     "ag_jupyter.runner": ["run", "run_async"],
 }
 
 # name -> (call that uses it, words its NotImplementedError message must hold)
 NOT_PROVIDED = {
-    ("ag_jupyter", "Button"): (lambda f: f("OK", value="ok"), ["channel"]),
     ("ag_jupyter", "graphify"): (lambda f: f(name="g", inputs=[], outputs=[]), ["@graph_fn"]),
     ("ag_jupyter", "TaskGraph"): (lambda f: f(), ["@graph_fn"]),
     ("ag_jupyter", "start_server"): (lambda f: f(), ["no sidecar server", "Remove the call"]),
     ("ag_jupyter", "start_server_async"): (lambda f: f(), ["no sidecar server"]),
     ("ag_jupyter", "stop_server"): (lambda f: f(), ["no sidecar server"]),
-    ("ag_jupyter.runtime", "get_channel_service"): (lambda f: f(), ["channel"]),
-    ("ag_jupyter.runtime", "set_default_channel"): (lambda f: f("console:stdin"), ["channel"]),
-    ("ag_jupyter.runtime", "get_default_channel"): (lambda f: f(), ["channel"]),
-    ("ag_jupyter.runtime", "set_channel_alias"): (lambda f: f("a", "console:stdin"), ["channel"]),
-    ("ag_jupyter.runtime", "register_channel_adapter"): (lambda f: f("x", object()), ["channel"]),
     ("ag_jupyter.runtime", "install_services"): (
         lambda f: f(object()), ["register_context_service"]
     ),

@@ -80,3 +80,21 @@ def test_run_all_stops_at_a_session_cell_with_a_syntax_error(tmp_path: Path):
     assert error.output_type == "error" and error.ename == "SyntaxError"
     assert "line 3" in "\n".join(error.traceback)
     assert nb.cells[2].outputs == [] and nb.cells[2].execution_count is None
+
+
+def test_human_in_the_loop_outputs(tmp_path: Path):
+    """The agent drafts, asks for approval (status waiting), is rejected, asks what to
+    change, revises, is approved and publishes an artifact; the answers come from later
+    cells through manager.answer, as the panel would give them."""
+    nb = execute(Path(__file__).parents[1] / "notebooks" / "human_in_the_loop.ipynb", tmp_path)
+    text = [outputs_text(c) for c in nb.cells if c.cell_type == "code"]
+    everything = "\n".join(text)
+    assert "the agent drafts" in text[1]  # says whether it drafts with an LLM or a template
+    assert "approval | Publish draft 1? | ['Approve', 'Reject']" in everything
+    assert "run status: waiting" in everything
+    assert "text | What should change?" in everything
+    assert "succeeded | published: True | rounds: 2" in everything
+    assert "Say that waiting runs give their slots back." in everything  # the revision
+    kinds = [line.split()[0] for line in text[-1].splitlines() if line.strip()]
+    assert kinds[:3] == ["sent", "ask", "answer"] and kinds.count("ask") == 3
+    assert "Published: ag://artifacts/" in text[-1]

@@ -1,5 +1,5 @@
-"""The extension's run magics: ``%ag_runs``, ``%ag_cancel``, ``%ag_graphs``, ``%ag_wait``
-(``%%ag_session`` lives in :mod:`ag_jupyter.ipython.session_cell`).
+"""The extension's run magics: ``%ag_runs``, ``%ag_cancel``, ``%ag_graphs``, ``%ag_wait``,
+``%ag_answer`` (``%%ag_session`` lives in :mod:`ag_jupyter.ipython.session_cell`).
 
 Options are declared with IPython's ``magic_arguments`` (so ``%ag_runs?`` prints the help);
 user mistakes raise ``UsageError`` (shown short, without a traceback).
@@ -7,13 +7,21 @@ user mistakes raise ``UsageError`` (shown short, without a traceback).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from ..runtime import RunManager, RunNotFoundError, get_run_manager
+from ..runtime import (
+    AskAnswerError,
+    AskClosedError,
+    AskNotFoundError,
+    RunManager,
+    RunNotFoundError,
+    get_run_manager,
+)
 from ..runtime.run_manager import check_positive
 from ..widgets.snapshot import format_duration, parse_statuses, text_table
 from .blocking import kernel_loop_is_running, run_blocking
@@ -205,6 +213,83 @@ class AgMagics(Magics):
             + (f" — {record.error}" if record.error else "")
         )
         return record if args.return_record else None
+
+    # ----------------------------------------------------------------- %ag_answer
+    @magic_arguments()
+    @argument("id", nargs="?", help="An ask id, or the id of a run with one open ask.")
+    @argument("text", nargs="*", help="The answer, as typed (the rest of the line).")
+    @line_magic
+    def ag_answer(self, line: str) -> None:
+        """Answer a run's question (``context.channel().ask_*``):
+        ``%ag_answer RUN_ID_OR_ASK_ID TEXT``. The text is the rest of the line, as typed
+        (quote it, ``"..."``, to keep leading or trailing spaces, or to answer with
+        nothing: ``""``). For a
+        choice or approval ask it selects the option whose id, label or number it
+        equals (else it is free text), as AetherGraph does. Without arguments, lists the
+        open asks. A run with several open asks needs one of their ask ids.
+
+        The same as ``get_run_manager().answer_nowait(ask_id, text)``; the panel
+        answers them too (first answer wins).
+        """
+        manager = self.manager()
+        target, _, text = line.strip().partition(" ")
+        if not target:
+            asks = manager.pending_asks()
+            if not asks:
+                print("no open asks")
+                return
+            for ask in asks:
+                print(_ask_line(ask))
+            return
+        if target.startswith("-"):
+            raise UsageError(
+                "%ag_answer takes no options; usage: %ag_answer RUN_ID_OR_ASK_ID TEXT "
+                "(or no arguments to list the open asks)"
+            )
+        text = text.strip()
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+            text = text[1:-1]
+        open_asks = {a.ask_id: a for a in manager.pending_asks()}
+        ask = open_asks.get(target)
+        if ask is None:
+            of_run = manager.pending_asks(target)
+            if len(of_run) > 1:
+                listed = "\n".join("  " + _ask_line(a) for a in of_run)
+                raise UsageError(
+                    f"%ag_answer: run {target} has {len(of_run)} open asks; answer one by "
+                    f"its ask id:\n{listed}"
+                )
+            if of_run:
+                ask = of_run[0]
+            elif manager.find_record(target) is not None:
+                raise UsageError(
+                    f"%ag_answer: run {target} has no open ask (it is "
+                    f"{manager.find_record(target).status.value}); %ag_answer lists them"
+                )
+        if not text and line.strip().partition(" ")[2].strip() == "":
+            raise UsageError(
+                "%ag_answer needs the answer after the id: %ag_answer RUN_ID_OR_ASK_ID TEXT "
+                '(\'%ag_answer ID ""\' answers with nothing)'
+            )
+        try:
+            reply = manager.answer_nowait(ask.ask_id if ask is not None else target, text)
+        except (AskNotFoundError, AskClosedError, AskAnswerError, TypeError) as exc:
+            raise UsageError(f"%ag_answer: {exc}") from None
+        shown = reply.get("choice_label") or reply.get("choice") if reply.get("matched") else None
+        who = f"{ask.ask_id} (run {ask.run_id})" if ask is not None else target
+        print(f"{who}: answered {text!r}" + (f" -> {shown}" if shown else ""))
+
+
+def _ask_line(ask: Any) -> str:
+    """One line for an open ask: ids, kind, prompt, options, time left."""
+    parts = [ask.ask_id, f"run={ask.run_id}", f"[{ask.kind}]", repr(ask.prompt)]
+    if ask.options:
+        parts.append("options: " + ", ".join(o["label"] for o in ask.options))
+    if ask.deadline is not None:
+        left = (ask.deadline - datetime.now(UTC)).total_seconds()
+        parts.append(f"(times out in {format_duration(max(0.0, left))})")
+    return "  ".join(parts)
+
 
 def _widgets_available(shell: Any) -> bool:
     """True in a Jupyter kernel (a front end that can render widgets may be attached)."""

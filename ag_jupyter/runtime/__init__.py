@@ -15,6 +15,9 @@ Layers, each importing only those below it::
     current, output_capture     the current run (a context variable); print() routing
     placeholders                AetherGraph names not provided (NotImplementedError)
 
+``services/channel`` is ``context.channel()``: asks (``Ask``, ``RunManager.pending_asks /
+answer / transcript``), the channel bus and adapters (``register_channel_adapter``...).
+
 Every name AetherGraph 0.1.0a15 exports from ``aethergraph.runtime`` imports from here.
 """
 
@@ -31,6 +34,12 @@ from .errors import (
     AgJupyterError,
     ArtifactNotFoundError,
     ArtifactURIError,
+    AskAnswerError,
+    AskClosedError,
+    AskError,
+    AskNotFoundError,
+    AskTimeoutError,
+    AskUploadTooLargeError,
     BlobError,
     BlobMissingError,
     CorpusNotFoundError,
@@ -75,17 +84,12 @@ from .node_context import CancelFlag, NodeContext, RunnerFacade
 from .placeholders import (
     current_logger_factory,
     ensure_services_installed,
-    get_channel_service,
-    get_default_channel,
     get_skill_registry,
     install_services,
-    register_channel_adapter,
     register_skill,
     register_skill_file,
     register_skill_inline,
     register_skills_from_path,
-    set_channel_alias,
-    set_default_channel,
     set_rag_index_backend,
     set_rag_llm_client,
 )
@@ -104,6 +108,16 @@ from .services import (
     register_mcp_client,
 )
 from .services.base import AsyncRWLock, BaseContextService, Service
+from .services.channel import (
+    Ask,
+    Button,
+    ChannelSession,
+    get_channel_service,
+    get_default_channel,
+    register_channel_adapter,
+    set_channel_alias,
+    set_default_channel,
+)
 from .services.mcp import (
     close_all_mcp_clients,
     close_all_mcp_clients_soon,
@@ -127,11 +141,20 @@ __all__ = [
     "AgJupyterError",
     "ArtifactNotFoundError",
     "ArtifactURIError",
+    "Ask",
+    "AskAnswerError",
+    "AskClosedError",
+    "AskError",
+    "AskNotFoundError",
+    "AskTimeoutError",
+    "AskUploadTooLargeError",
     "AsyncRWLock",
     "BaseContextService",
     "BlobError",
     "BlobMissingError",
+    "Button",
     "CancelFlag",
+    "ChannelSession",
     "CorpusNotFoundError",
     "DuplicateRunIdError",
     "EmbedderMismatchError",

@@ -34,15 +34,17 @@ from .store.run_logs import LOGS_SCHEMA, WorkspaceRunLogs
 from .store.schema import SchemaComponent
 from .store.sqlite_store import RUNS_SCHEMA, SqliteRunStore
 from .store.steps import STEPS_SCHEMA, WorkspaceSteps
+from .store.transcripts import TRANSCRIPTS_SCHEMA
 from .store.workspace import Workspace
 
 #: What a workspace database holds, in the order components are migrated and recovered
-#: (owners before runs: run recovery needs the live owners).
+#: (owners before runs and transcripts: their recovery needs the live owners).
 SCHEMA_COMPONENTS: tuple[SchemaComponent, ...] = (
     OWNERS_SCHEMA,
     RUNS_SCHEMA,
     LOGS_SCHEMA,
     STEPS_SCHEMA,
+    TRANSCRIPTS_SCHEMA,
     KV_SCHEMA,
     MEMORY_SCHEMA,
     ARTIFACTS_SCHEMA,

@@ -10,9 +10,17 @@ and all of them from :class:`AgJupyterError`::
     ├── RunNotFoundError            (LookupError)  no run with an id
     ├── ArtifactNotFoundError       (LookupError, FileNotFoundError)  no artifact with an id
     ├── ArtifactURIError            (ValueError)   a URI that is not this workspace's artifact
+    ├── CorpusNotFoundError         (LookupError)  no RAG corpus with an id
+    ├── EmbedderMismatchError       (ValueError)   a corpus was filled by another embedder
     ├── RunInputError               (ValueError)   inputs do not fit the graph's signature
     ├── DuplicateRunIdError         (ValueError)   an explicit run id is taken
     ├── ServiceNotConfiguredError   (RuntimeError) llm / rag / mcp ... not set up
+    ├── AskError                                   a channel ask (context.channel().ask_*)
+    │   ├── AskNotFoundError        (LookupError)  no ask with this id is known
+    │   ├── AskClosedError          (RuntimeError) answered / timed out / canceled already
+    │   ├── AskAnswerError          (ValueError)   an answer that does not fit the ask
+    │   │   └── AskUploadTooLargeError            files over the upload caps
+    │   └── AskTimeoutError         (TimeoutError) raised in the run: timeout_s passed
     ├── WorkspaceError              (OSError)      the workspace folder cannot be used
     │   ├── WorkspaceWriteError                    a write failed (disk full, read-only...)
     │   ├── WorkspaceClosedError                   the workspace was closed
@@ -111,6 +119,53 @@ class EmbedderMismatchError(AgJupyterError, ValueError):
     """A corpus holds vectors of another embedder than the service's (or of another
     dimension): its vectors and the query's would not be comparable. Re-embed it with
     ``reembed(corpus_id)`` or search it with the embedder that filled it."""
+
+
+# ----------------------------------------------------------------------------- asks
+class AskError(AgJupyterError):
+    """Base class of the errors of channel asks (``context.channel().ask_text`` ...,
+    ``RunManager.answer``)."""
+
+
+class AskNotFoundError(AskError, LookupError):
+    """``RunManager.answer`` got an ask id this manager does not know (never opened here,
+    or closed long ago). The message lists the open asks. Nothing was changed."""
+
+
+class AskClosedError(AskError, RuntimeError):
+    """``RunManager.answer`` was called for an ask that is no longer open: answered
+    already (the first answer wins), timed out, or canceled. The message says which and
+    when; the answer given was not used (and nothing else changed).
+
+    Attributes:
+      ask_id (str), run_id (str), state (str): ``"answered"``, ``"answering"`` (an
+      answer with files is being saved), ``"timeout"`` or ``"canceled"``.
+    """
+
+    def __init__(self, message: str, *, ask_id: str, run_id: str, state: str) -> None:
+        super().__init__(message)
+        self.ask_id = ask_id
+        self.run_id = run_id
+        self.state = state
+
+
+class AskAnswerError(AskError, ValueError):
+    """An answer that does not fit its ask (``{"choice": id}`` naming no option, files
+    for a text ask, a value of the wrong type...). The message says what fits; the ask
+    stays open."""
+
+
+class AskUploadTooLargeError(AskAnswerError):
+    """Files given to a files ask are over the caps (``MAX_UPLOAD_FILE_BYTES`` per file,
+    ``MAX_UPLOAD_ASK_BYTES`` per ask, ``MAX_UPLOAD_FILES`` files; see
+    ``services/channel/asks.py``). The ask stays open."""
+
+
+class AskTimeoutError(AskError, TimeoutError):
+    """Raised in the run by an ask whose ``timeout_s`` seconds passed without an answer
+    (AetherGraph 0.1.0a15 has no exception of its own for this: its continuation keeps a
+    deadline that a cooperative wait never enforces). The run decides what to do: catch
+    it (``except TimeoutError``) or let the run fail."""
 
 
 # ------------------------------------------------------------------------ workspace

@@ -15,6 +15,7 @@ from .models import RunImportance, RunOrigin, RunRecord, RunVisibility
 from .run_manager import LiveRun, RunManager
 from .services.artifacts import ArtifactStore
 from .services.base import ServiceHandle
+from .services.channel import ChannelSession
 from .services.kv import KVStore
 from .services.llm import BoundLLM
 from .services.logger import RunLoggerAdapter
@@ -78,8 +79,6 @@ _DONE = _Done()
 
 # AetherGraph NodeContext methods this runtime does not have (yet), and what to do instead.
 _NOT_AVAILABLE = {
-    "channel": "the channel API comes with ag_jupyter's human-in-the-loop feature; report "
-    "progress with context.logger() meanwhile",
     "kb": "AetherGraph's knowledge base is not available; use context.rag when one is "
     "registered",
     "planner": "AetherGraph's planner service is not part of ag_jupyter",
@@ -516,6 +515,22 @@ class NodeContext:
                 "the llm service of this context (injected) has no profiles to set a key on"
             )
         setter(provider, model, api_key, profile)
+
+    def channel(self, channel_key: str | None = None) -> ChannelSession:
+        """A channel session (AetherGraph's ``context.channel(channel_key=None)``): send
+        messages, ask a person (``ask_text``, ``ask_approval``, ``ask_choices``,
+        ``ask_files``...), report progress (``progress()``, ``send_phase``).
+
+        Without a key, the default channel (``"notebook:panel"``: asks are shown in the
+        run panel, answered there or with ``%ag_answer`` / ``manager.answer``, and on
+        stdin in a terminal script); ``"console:stdin"`` is the same channel,
+        ``"file:path"`` appends to a file under the workspace, other prefixes need
+        ``register_channel_adapter``. While a run waits on an ask its status is
+        ``waiting`` and it holds no concurrency slot (AetherGraph keeps it ``running``).
+        """
+        if channel_key is not None and not isinstance(channel_key, str):
+            raise TypeError(f"channel_key must be a str or None, got {channel_key!r}")
+        return ChannelSession(self, channel_key)
 
     def artifacts(self) -> ArtifactStore:
         """The artifact store of this workspace (AetherGraph's API), stamped with this

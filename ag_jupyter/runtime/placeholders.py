@@ -2,12 +2,7 @@
 same paths so AetherGraph code imports unchanged; using one raises ``NotImplementedError``
 saying what to use instead or which feature brings it.
 
-Two kinds:
-
-- coming with the human-in-the-loop feature (``context.channel()``): ``Button``,
-  ``get_channel_service``, ``set_default_channel``, ``get_default_channel``,
-  ``set_channel_alias``, ``register_channel_adapter``;
-- out of scope: ``graphify`` / ``TaskGraph`` (static graphs), the sidecar server
+Out of scope: ``graphify`` / ``TaskGraph`` (static graphs), the sidecar server
   (``start_server``, ``start_server_async``, ``stop_server``), the services container
   (``install_services``, ``ensure_services_installed``, ``current_logger_factory``), the
   skill registry, and ``set_rag_llm_client`` / ``set_rag_index_backend`` (listed in
@@ -20,11 +15,6 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-_CHANNEL = (
-    "the channel API (context.channel(), buttons, default channels, adapters) comes with "
-    "ag_jupyter's human-in-the-loop feature and is not available in this version; report "
-    "progress with context.logger() meanwhile"
-)
 _SERVER = (
     "ag_jupyter needs no sidecar server: its services (logger, kv, memory, artifacts, "
     "llm, custom services) are embedded and ready on import, runs are watched with %ag_runs "
@@ -60,17 +50,6 @@ def _unavailable(name: str, why: str) -> Any:
     return placeholder
 
 
-class Button:
-    """AetherGraph's channel ``Button(label, value=None, url=None, style=None)``.
-
-    Raises:
-      NotImplementedError: when created; the channel API is not available yet.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError(f"Button: {_CHANNEL}.")
-
-
 class TaskGraph:
     """AetherGraph's static graph object (built by ``@graphify``).
 
@@ -87,13 +66,6 @@ class TaskGraph:
         raise NotImplementedError(f"TaskGraph.from_spec(): {_GRAPHIFY}.")
 
 
-# the human-in-the-loop feature
-get_channel_service = _unavailable("get_channel_service", _CHANNEL)
-set_default_channel = _unavailable("set_default_channel", _CHANNEL)
-get_default_channel = _unavailable("get_default_channel", _CHANNEL)
-set_channel_alias = _unavailable("set_channel_alias", _CHANNEL)
-register_channel_adapter = _unavailable("register_channel_adapter", _CHANNEL)
-# out of scope
 graphify = _unavailable("graphify", _GRAPHIFY)
 start_server = _unavailable("start_server", _SERVER)
 start_server_async = _unavailable("start_server_async", _SERVER)
@@ -115,22 +87,16 @@ set_rag_index_backend = _unavailable(
 )
 
 __all__ = [
-    "Button",
     "TaskGraph",
     "current_logger_factory",
     "ensure_services_installed",
-    "get_channel_service",
-    "get_default_channel",
     "get_skill_registry",
     "graphify",
     "install_services",
-    "register_channel_adapter",
     "register_skill",
     "register_skill_file",
     "register_skill_inline",
     "register_skills_from_path",
-    "set_channel_alias",
-    "set_default_channel",
     "set_rag_index_backend",
     "set_rag_llm_client",
     "start_server",

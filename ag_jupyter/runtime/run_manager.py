@@ -36,6 +36,7 @@ from .models import (
     RunVisibility,
     utc_now,
 )
+from .services.channel.asks import Ask, AskBook
 from .store.codecs import check_identifier, check_tags
 from .store.run_store import InMemoryRunStore, RunStore, check_paging, status_set
 from .store.sqlite_store import clip_traceback
@@ -133,6 +134,10 @@ class LiveRun:
     limiter: SessionLimiter | None = None
     holds_session_slot: bool = False
     recancel: asyncio.TimerHandle | None = None
+    # Waiting on a person (channel asks): the slots were given back (see _begin_wait);
+    # ``resume`` is set while an answered run queues for them again.
+    slot_lent: bool = False
+    resume: asyncio.Future[None] | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -140,13 +145,17 @@ class SessionLimiter:
     """A session's own concurrency limit, nested inside the manager's global one (in the
     spirit of trio's ``CapacityLimiter``): a slot-counted run of the session holds one of
     its ``limit`` slots from the moment it may queue for a global slot until it ends.
-    Runs over the limit wait in ``waiting`` (FIFO), without blocking other sessions."""
+    Runs over the limit wait in ``waiting`` (FIFO), without blocking other sessions.
+    A run waiting on a person gives its slot back (``lent`` counts those) and, once
+    answered, queues in ``resuming``, served before ``waiting``."""
 
     session_id: str
     limit: int
     active: int = 0
     waiting: deque[LiveRun] = field(default_factory=deque)
     users: int = 0  # open sessions using this limit; dropped at 0 once idle
+    resuming: deque[LiveRun] = field(default_factory=deque)
+    lent: int = 0
 
 
 def check_positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
@@ -226,6 +235,8 @@ class RunManager:
         self._loop = loop
         self._live: dict[str, LiveRun] = {}
         self._queue: deque[LiveRun] = deque()
+        # Answered runs waiting for a global slot again: served before _queue.
+        self._resume: deque[LiveRun] = deque()
         self._active = 0
         self._subscribers: tuple[RunEventCallback, ...] = ()
         self._watchers: tuple[RunWatch, ...] = ()
@@ -239,6 +250,8 @@ class RunManager:
         self._background: set[asyncio.Task[None]] = set()
         self._warned_fault = 0
         self._closers: list[Callable[[], Any]] = []
+        #: The open channel asks of this manager's runs and their transcripts.
+        self.asks = AskBook(self)
 
     # ----------------------------------------------------------------- properties
     @staticmethod
@@ -585,13 +598,22 @@ class RunManager:
         return None if limiter is None else limiter.limit
 
     def _drop_limiter_if_idle(self, limiter: SessionLimiter) -> None:
-        if not limiter.users and not limiter.active and not limiter.waiting:
+        if (
+            not limiter.users
+            and not limiter.active
+            and not limiter.waiting
+            and not limiter.lent
+            and not limiter.resuming
+        ):
             if self._limiters.get(limiter.session_id) is limiter:
                 del self._limiters[limiter.session_id]
 
     def _admit(self, limiter: SessionLimiter) -> None:
-        """Move the session's waiting runs into the global queue while it has slots."""
+        """Move the session's waiting runs into the global queue while it has slots;
+        answered runs (``resuming``) first, then never-started ones."""
         moved = False
+        if limiter.resuming:
+            moved = self._admit_resuming(limiter)
         while limiter.waiting and limiter.active < limiter.limit:
             live = limiter.waiting.popleft()
             if live.record.status is not RunStatus.pending:
@@ -612,9 +634,188 @@ class RunManager:
         self._admit(limiter)
         self._drop_limiter_if_idle(limiter)
 
+    # ------------------------------------------------- waiting on a person (asks)
+    # A run that asks (context.channel().ask_*) is ``waiting`` and gives its slots back
+    # (the global one and its session's); once its last open ask closes it queues for
+    # them again ahead of never-started runs (``_resume``, ``limiter.resuming``), still
+    # ``waiting`` (with ``meta["answered_at"]``), and goes on ``running``. It is never
+    # ``pending`` again: cancel_run treats a pending run as one that never started.
+
+    async def _begin_wait(self, live: LiveRun, ask_id: str) -> None:
+        """``live`` asks ``ask_id``: list it in ``meta["asks"]``, make the run ``waiting``
+        and give its slots back (its first open ask only). Called by the channel."""
+        if self._live.get(live.record.run_id) is not live or live.record.status.is_terminal:
+            return
+        meta = dict(live.record.meta)
+        meta["asks"] = [*meta.get("asks", ()), ask_id]
+        meta.pop("answered_at", None)
+        changes: dict[str, Any] = {"meta": meta}
+        if live.record.status is RunStatus.running:
+            changes["status"] = RunStatus.waiting
+        record = self._set(live, **changes)
+        self._lend_slots(live)
+        self._emit("changed", record)
+        await self.store.update(record)
+
+    def _ask_closed(self, live: LiveRun, ask_id: str, *, answered: bool) -> None:
+        """``ask_id`` of ``live`` closed (``answered``, timed out or canceled), now: drop
+        it from ``meta["asks"]``; when none is left, queue the run for its slots at once
+        (so it is ahead of any never-started run from this moment), ``waiting`` with
+        ``meta["answered_at"]`` until it has them, else ``running``. A run being
+        canceled takes nothing back. Called by the channel when the ask closes."""
+        if self._live.get(live.record.run_id) is not live or live.record.status.is_terminal:
+            return
+        meta = dict(live.record.meta)
+        asks = [a for a in meta.get("asks", ()) if a != ask_id]
+        if asks:
+            meta["asks"] = asks
+        else:
+            meta.pop("asks", None)
+        if asks or live.cancel_requested or not live.slot_lent:
+            changes: dict[str, Any] = {"meta": meta}
+            if not asks and not live.cancel_requested and live.record.status is RunStatus.waiting:
+                changes["status"] = RunStatus.running
+            self._emit("changed", self._set(live, **changes))
+            return
+        if answered:
+            meta["answered_at"] = utc_now().isoformat()
+        record = self._set(live, meta=meta)
+        if not self._request_slots(live).done():  # when done, it is running already
+            self._emit("changed", record)  # still waiting: for its slots now
+
+    async def _end_wait(self, live: LiveRun, ask_id: str) -> None:
+        """In the run's task, after ``ask_id`` closed: wait until the run has its slots
+        again, then store its record. Called by the channel."""
+        if self._live.get(live.record.run_id) is not live or live.record.status.is_terminal:
+            return
+        future = live.resume
+        if live.slot_lent and future is not None and not future.done():
+            # Cancelled: the run is being canceled (it leaves the queues in _finish), or
+            # the body cancelled its own task: it keeps its place, running once served.
+            await future
+        if self._live.get(live.record.run_id) is live:
+            await self.store.update(live.record)
+
+    def _lend_slots(self, live: LiveRun) -> None:
+        """Give back the slots a waiting run holds (none for ``count_slot=False``)."""
+        if not live.count_slot or live.slot_lent or live.task is None:
+            return
+        live.slot_lent = True
+        self._active -= 1
+        limiter = live.limiter
+        if limiter is not None and live.holds_session_slot:
+            limiter.lent += 1
+            self._release_session_slot(live)
+        self._start_queued()
+
+    def _request_slots(self, live: LiveRun) -> asyncio.Future[None]:
+        """Queue an answered run for its slots (its session's first, then a global one),
+        ahead of never-started runs; the future is done once it has them (at once when
+        they are free)."""
+        if live.resume is not None and not live.resume.done():
+            return live.resume  # queued already (another ask of the run closed first)
+        loop = self._loop
+        assert loop is not None
+        future: asyncio.Future[None] = loop.create_future()
+        live.resume = future
+        limiter = live.limiter
+        if limiter is not None and not live.holds_session_slot:
+            limiter.resuming.append(live)
+            self._admit(limiter)
+        else:
+            self._resume.append(live)
+            self._start_queued()
+        return future
+
+    def _after_resume(self, live: LiveRun) -> RunRecord | None:
+        """The run has its slots again: ``running`` (or lend them again at once if it
+        opened another ask meanwhile). Returns the changed record, if any; the run's
+        task stores it (``_end_wait``)."""
+        if self._live.get(live.record.run_id) is not live or live.record.status.is_terminal:
+            return None
+        meta = live.record.meta
+        if meta.get("asks"):
+            self._lend_slots(live)
+            return None
+        changes: dict[str, Any] = {}
+        if "answered_at" in meta:
+            changes["meta"] = {k: v for k, v in meta.items() if k != "answered_at"}
+        if live.record.status is RunStatus.waiting:
+            changes["status"] = RunStatus.running
+        if not changes:
+            return None
+        record = self._set(live, **changes)
+        self._emit("changed", record)
+        return record
+
+    def _admit_resuming(self, limiter: SessionLimiter) -> bool:
+        """Give session slots to answered runs, taking one back from a never-started run
+        of the session (back to the front of ``waiting``) when none is free."""
+        moved = False
+        while limiter.resuming:
+            if limiter.active >= limiter.limit and not self._take_back_session_slot(limiter):
+                break
+            live = limiter.resuming.popleft()
+            limiter.lent -= 1
+            limiter.active += 1
+            live.holds_session_slot = True
+            self._resume.append(live)
+            moved = True
+        return moved
+
+    def _take_back_session_slot(self, limiter: SessionLimiter) -> bool:
+        for queued in reversed(self._queue):
+            if (
+                queued.limiter is limiter
+                and queued.holds_session_slot
+                and queued.record.status is RunStatus.pending
+            ):
+                self._queue.remove(queued)
+                queued.holds_session_slot = False
+                limiter.active -= 1
+                limiter.waiting.appendleft(queued)
+                return True
+        return False
+
+    def _forget_lent(self, live: LiveRun) -> None:
+        """A run that gave its slots back ends: drop it from the resume queues."""
+        live.slot_lent = False
+        resume, live.resume = live.resume, None
+        if resume is not None and not resume.done():
+            resume.cancel()  # _start_queued skips it in _resume
+        limiter = live.limiter
+        if limiter is not None and not live.holds_session_slot:
+            with contextlib.suppress(ValueError):
+                limiter.resuming.remove(live)
+            limiter.lent -= 1
+            self._drop_limiter_if_idle(limiter)
+
+    def _patch_meta(
+        self, live: LiveRun, updates: Mapping[str, Any], *, emit: bool = True
+    ) -> RunRecord:
+        """Merge ``updates`` into a live run's ``meta`` (the channel's progress); with
+        ``emit``, tell watchers and queue the record for the store."""
+        record = live.record
+        if updates:
+            record = self._set(live, meta={**record.meta, **updates})
+        if emit and self._live.get(record.run_id) is live and not record.status.is_terminal:
+            self._emit("changed", record)
+            self._background_task(self.store.update(record), f"ag-store:{record.run_id}")
+        return record
+
     def _start_queued(self) -> None:
         loop = self._loop
         assert loop is not None
+        while self._resume and self._active < self._max_concurrency:
+            live = self._resume.popleft()
+            resume = live.resume
+            if resume is None or resume.done():
+                continue  # canceled while queued
+            self._active += 1
+            live.slot_lent = False
+            live.resume = None
+            resume.set_result(None)
+            self._after_resume(live)
         while self._queue and self._active < self._max_concurrency:
             live = self._queue.popleft()
             if live.record.status is not RunStatus.pending:
@@ -767,7 +968,10 @@ class RunManager:
         record = self._set(live, **changes)
         self._remember(record)
         if live.count_slot and live.task is not None:
-            self._active -= 1
+            if live.slot_lent:
+                self._forget_lent(live)  # it gave its global slot back on an ask
+            else:
+                self._active -= 1
             self._release_session_slot(live)
             self._start_queued()
         self._emit("changed", record)
@@ -1184,6 +1388,66 @@ class RunManager:
             if not await self.store.exists(run_id):
                 del self._recent[run_id]  # its id leaves _recent_order when it comes up
         return result
+
+    # ---------------------------------------------------------------------- asks
+    def pending_asks(self, run_id: str | None = None) -> list[Ask]:
+        """The open channel asks (``context.channel().ask_*``) of this manager's runs,
+        of ``run_id`` only when given, oldest first. Sync; O(open asks).
+
+        Each :class:`~ag_jupyter.runtime.Ask` has ``ask_id, run_id, kind`` (``"text"``,
+        ``"choices"``, ``"approval"``, ``"files"``), ``prompt``, ``options`` (``[{"id",
+        "label"}]``), ``created_at`` and ``deadline`` (UTC datetimes; no deadline without
+        ``timeout_s``). An ask of a ``%%ag_session`` cell has the session's id as run id.
+        """
+        return self.asks.pending(run_id)
+
+    async def answer(self, ask_id: str, value: Any) -> dict[str, Any]:
+        """Answer an open ask; the run resumes with the reply (first answer wins,
+        whichever channel gives it). Returns the reply the run gets (a15's shape).
+
+        Args:
+          value: a str (the reply text; for a choices or approval ask it selects the
+            option whose id, label, alias or number it equals, else it is free text with
+            ``matched`` False, as AetherGraph 0.1.0a15 does); ``{"choice": id, "text"?:
+            str}`` (must name an option); ``{"files": [{"name", "data" (bytes or base64
+            str), "mime"?}], "text"?: str}`` for a files ask (saved as artifacts of the
+            run; 10 MiB per file, 20 MiB per ask, 20 files).
+
+        Raises:
+          AskNotFoundError: no ask with this id is known here (the open ones are listed).
+          AskClosedError: it was answered already, timed out or was canceled (the
+            message says which and when); this answer is not used.
+          AskAnswerError: the value does not fit the ask (e.g. ``{"choice": ...}``
+            naming no option: the options are listed); the ask stays open.
+          AskUploadTooLargeError: files past the caps; the ask stays open.
+          ServiceNotConfiguredError: files for a run without an artifact store.
+          TypeError: if ``ask_id`` is not a str.
+        """
+        return await self.asks.answer(ask_id, value)
+
+    def answer_nowait(self, ask_id: str, value: Any) -> dict[str, Any]:
+        """Sync form of :meth:`answer` for callbacks that cannot await (``%ag_answer``,
+        widget messages): closes the ask at once (the run resumes at its next step).
+        Answers with files need :meth:`answer` (``TypeError`` here).
+
+        Raises:
+          The errors of :meth:`answer`.
+        """
+        return self.asks.answer_nowait(ask_id, value)
+
+    async def transcript(self, run_id: str) -> list[dict[str, Any]]:
+        """What a run said and was told through ``context.channel()``, oldest first:
+        dicts with exactly ``kind`` (``"sent"``, ``"ask"``, ``"answer"``, ``"timeout"``,
+        ``"canceled"``), ``text`` (exactly as given, never escaped), ``ask_id`` (None
+        for sent messages) and ``at`` (UTC ISO string). Kept in the workspace (after a
+        restart too: an ask a dead process left open ends with a ``"canceled"`` entry
+        whose text starts with ``"interrupted"``) or, for an in-memory manager, in
+        memory. An unknown run has none.
+
+        Raises:
+          WorkspaceError: if the workspace cannot be read.
+        """
+        return await self.asks.transcript(run_id)
 
     def _not_found(self, run_id: str) -> RunNotFoundError:
         live = ", ".join(list(self._live)[:10]) or "(none)"

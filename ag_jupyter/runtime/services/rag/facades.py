@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..kv import context_scope
-from .service import RagService, SearchHit, _llm_client, check_corpus_id
+from .checks import check_corpus_id, llm_client
+
+# The service builds these facades (RagService.bind), so this module imports nothing of
+# it: ``RagService`` and ``SearchHit`` below are named in docstrings and typed ``Any``.
+RagService = Any
+SearchHit = Any
 
 _IDENTITY = ("app_id", "agent_id", "session_id", "run_id", "graph_id", "node_id")
 
@@ -354,7 +359,7 @@ class NodeKB:
         if not hits:
             return KBAnswer(answer="", citations=[], usage=None, resolved_citations=[])
         result = await self.service.answer_from_hits(
-            question, hits, llm=_llm_client(None, self.context), style=style
+            question, hits, llm=llm_client(None, self.context), style=style
         )
         return KBAnswer(
             answer=result["answer"],

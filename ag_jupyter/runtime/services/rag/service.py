@@ -49,9 +49,10 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import CorpusNotFoundError, EmbedderMismatchError, ServiceNotConfiguredError
+from ...errors import CorpusNotFoundError, EmbedderMismatchError
 from ...store.codecs import dumps_json
 from ...store.workspace import Workspace
+from .checks import check_corpus_id, llm_client
 from .chunking import DEFAULT_OVERLAP_TOKENS, DEFAULT_TARGET_TOKENS, TextSplitter
 from .embedders import Embedder, EmbedderSpec, resolve_embedder
 from .parsers import extract_text, file_uri
@@ -119,17 +120,6 @@ def stable_id(parts: Mapping[str, Any]) -> str:
     parts' sorted JSON."""
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:24]
-
-
-def check_corpus_id(corpus_id: Any) -> str:
-    """``corpus_id`` if it is a non-empty str without NUL.
-
-    Raises:
-      TypeError: otherwise (naming the value).
-    """
-    if not isinstance(corpus_id, str) or not corpus_id or "\x00" in corpus_id:
-        raise TypeError(f"corpus_id must be a non-empty str; got {corpus_id!r}")
-    return corpus_id
 
 
 def _check_k(k: Any, name: str = "k") -> int:
@@ -1149,7 +1139,7 @@ class RagService:
           ServiceNotConfiguredError: no ``llm`` given and the context has none.
           LLMError: from the model.
         """
-        client = _llm_client(llm, context)
+        client = llm_client(llm, context)
         hits = await self.search(
             corpus_id, question, k=k, filters=filters, mode=mode, context=context
         )
@@ -1388,27 +1378,6 @@ def _logger_of(context: Any) -> Any:
         except Exception:
             pass
     return log
-
-
-def _llm_client(llm: Any, context: Any) -> Any:
-    if llm is not None and not isinstance(llm, str):
-        if not callable(getattr(llm, "chat", None)):
-            raise TypeError(f"llm must have an async chat(messages) method; got {llm!r:.80}")
-        return llm
-    if context is None or not callable(getattr(context, "llm", None)):
-        raise ServiceNotConfiguredError(
-            "answer() needs an LLM: pass llm=client (with async chat(messages)) or call it "
-            "through context.rag, whose context.llm() is used"
-        )
-    if isinstance(llm, str):
-        try:
-            return context.llm(profile=llm)
-        except TypeError:
-            raise ServiceNotConfiguredError(
-                f"answer(llm={llm!r}) names an LLM profile, but this context's llm() takes "
-                "no profile; pass an LLM client object, or configure the default llm()"
-            ) from None
-    return context.llm()
 
 
 _services: weakref.WeakKeyDictionary[Workspace, RagService] = weakref.WeakKeyDictionary()
