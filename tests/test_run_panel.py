@@ -135,7 +135,7 @@ async def test_frontend_cancel_message_cancels_the_run(registry):
     panel.close()
 
 
-async def test_cancel_matching_and_bad_messages_are_refused_clearly(registry):
+async def test_cancel_all_cancels_exactly_the_offered_set_after_confirmation(registry):
     manager = RunManager(registry=registry)
     panel = RunPanel(manager, refresh_s=0.02)
     a = await manager.submit_run("p_sleep", inputs={"seconds": 30}, tags=["x"])
@@ -145,29 +145,47 @@ async def test_cancel_matching_and_bad_messages_are_refused_clearly(registry):
     panel.handle_message("not a dict")
     panel.handle_message({"type": "cancel", "run_id": "no-such-run"})
     panel.handle_message({"type": "cancel", "run_id": {"evil": 1}})
-    panel.handle_message({"type": "cancel_many", "run_ids": "nope"})
+    panel.handle_message({"type": "cancel_many", "run_ids": [a.run_id]})  # the dead action
     panel.handle_message({"type": "view", "page": -1})
     panel.handle_message({"type": "view", "status": "exploded"})
     panel.handle_message({"type": "view", "expanded": "all"})
+    panel.handle_message({"type": "cancel_matching"})  # no confirmation asked for
     texts = notices(panel)
     assert any("unknown panel action 'delete_everything'" in t for t in texts)
+    assert any("unknown panel action 'cancel_many'" in t for t in texts)
     assert any("no run with id 'no-such-run'" in t for t in texts)
     assert any("invalid run id" in t for t in texts)
-    assert any("cancel_many needs a list" in t for t in texts)
     assert any("view.page must be an int >= 0" in t for t in texts)
     assert any("unknown status 'exploded'" in t for t in texts)
     assert any("view.expanded must be a list" in t for t in texts)
+    assert any("confirmation is no longer valid" in t for t in texts)
     assert not any(manager.is_cancel_requested(r.run_id) for r in (a, b, other))
-    # "Cancel all visible" cancels the live runs matching the view, on every page
+    # "Cancel all" is offered for the live runs matching the view, on every page ...
     panel.handle_message({"type": "view", "tag": "x"})
     assert page_state(panel)["live_matching"] == 2
-    panel.handle_message({"type": "cancel_matching"})
+    panel.handle_message({"type": "cancel_matching_prepare"})
+    panel.handle_message({"type": "cancel_matching", "token": "forged"})  # consumes the offer
+    assert not manager.is_cancel_requested(a.run_id)
+    panel.handle_message({"type": "cancel_matching_prepare"})
+    offer = panel.comm.sent[-1]
+    assert offer["type"] == "cancel_offer" and offer["count"] == 2
+    assert set(offer["sample"]) == {a.run_id, b.run_id}
+    # ... and cancels exactly that set: a run matching the filters since is left alone
+    late = await manager.submit_run("p_sleep", inputs={"seconds": 30}, tags=["x"])
+    await settle(panel)
+    panel.handle_message({"type": "cancel_matching", "token": offer["token"]})
     records = [await manager.wait_run(r.run_id, timeout_s=5) for r in (a, b)]
     assert {r.status for r in records} == {RunStatus.canceled}
     assert not manager.find_record(other.run_id).status.is_terminal
+    assert not manager.find_record(late.run_id).status.is_terminal
+    assert "cancel requested for 2 run(s)" in notices(panel)[-1]
+    # a token is good once
+    panel.handle_message({"type": "cancel_matching", "token": offer["token"]})
+    assert "no longer valid" in notices(panel)[-1]
     panel.handle_message({"type": "cancel", "run_id": a.run_id})
     assert "already canceled" in notices(panel)[-1]
     await manager.cancel_run(other.run_id)
+    await manager.cancel_run(late.run_id)
     panel.close()
 
 
@@ -221,7 +239,8 @@ async def test_views_filter_search_and_page_in_the_kernel(registry):
     panel.handle_message({"type": "hello"})
     state = page_state(panel)
     assert state["total"] == 121 and state["page_count"] == 3 and len(state["order"]) == 50
-    assert state["facets"] == {"sessions": ["s0", "s1", "s9"], "tags": ["even", "odd"]}
+    assert state["facets"] == {"sessions": ["s0", "s1", "s9"], "tags": ["even", "odd"],
+                               "graphs": ["p_fail", "p_sleep"]}
     panel.handle_message({"type": "view", "page": 2})
     assert page_state(panel)["page"] == 2 and len(page_state(panel)["order"]) == 21
     panel.handle_message({"type": "view", "page": 99})  # clamped to the last page
@@ -319,7 +338,7 @@ def test_row_times_are_epoch_seconds():
 
 
 async def test_unfiltered_fast_path_agrees_with_a_full_scan(registry, monkeypatch):
-    import ag_jupyter.widgets.run_panel as run_panel_module
+    import ag_jupyter.widgets.run_table as run_table_module
     from ag_jupyter.widgets.run_panel import PanelView
 
     @graph_fn("p_fan", registry=registry)
@@ -333,7 +352,7 @@ async def test_unfiltered_fast_path_agrees_with_a_full_scan(registry, monkeypatc
         await manager.run_and_wait("p_fan" if i % 3 == 0 else "p_sleep",
                                    inputs={"n": 2} if i % 3 == 0 else {})
     # a small cap makes the panel drop its oldest runs, parents before their children
-    monkeypatch.setattr(run_panel_module, "MAX_RUNS", 45)
+    monkeypatch.setattr(run_table_module, "MAX_RUNS", 45)
     panel = RunPanel(manager, refresh_s=0.02)
     for _ in range(3):
         await manager.run_and_wait("p_fan", inputs={"n": 2})
