@@ -174,12 +174,15 @@ def record_to_row(record: RunRecord, *, hide_parent: bool = False) -> dict[str, 
     """The JSON row the front end shows for a record (times as epoch seconds, UTC; the
     browser computes live durations from ``started_at``).
 
-    ``hide_parent``: send no parent (see :func:`hides_parent`). The traceback is cut to
-    its last :data:`ROW_TRACEBACK_CHARS` characters (the detail view sends more).
+    Always: ``run_id, graph_id, status, session_id, tags, created_at, started_at,
+    finished_at, error, traceback`` (cut to its last :data:`ROW_TRACEBACK_CHARS`
+    characters; the detail view sends more) and ``parent_run_id`` (None with
+    ``hide_parent``, see :func:`hides_parent`). Only when set, to keep pages small:
+    ``agent_id``, ``app_id``, ``usage`` (:func:`usage_badge`), ``progress``
+    (:func:`progress_info`), ``retry_of`` and ``open_asks`` (how many asks wait).
     """
     meta = record.meta
-    asks = meta.get("asks")
-    return {
+    row: dict[str, Any] = {
         "run_id": record.run_id,
         "graph_id": record.graph_id,
         "status": record.status.value,
@@ -191,13 +194,22 @@ def record_to_row(record: RunRecord, *, hide_parent: bool = False) -> dict[str, 
         "error": record.error,
         "traceback": cut_tail(meta.get("traceback"), ROW_TRACEBACK_CHARS),
         "parent_run_id": None if hide_parent else record.parent_run_id,
-        "agent_id": record.agent_id,
-        "app_id": record.app_id,
-        "usage": usage_badge(meta) if "usage" in meta else None,
-        "progress": progress_info(meta) if "progress" in meta else None,
-        "retry_of": cut(meta.get("retry_of"), ID_CHARS),
-        "open_asks": len(asks) if isinstance(asks, list) else 0,
     }
+    if record.agent_id:
+        row["agent_id"] = record.agent_id
+    if record.app_id:
+        row["app_id"] = record.app_id
+    if meta:
+        if "usage" in meta and (usage := usage_badge(meta)) is not None:
+            row["usage"] = usage
+        if "progress" in meta and (progress := progress_info(meta)) is not None:
+            row["progress"] = progress
+        if meta.get("retry_of"):
+            row["retry_of"] = cut(meta["retry_of"], ID_CHARS)
+        asks = meta.get("asks")
+        if isinstance(asks, list) and asks:
+            row["open_asks"] = len(asks)
+    return row
 
 
 # --------------------------------------------------------------------------- the view
