@@ -1553,7 +1553,8 @@ function saveDownload(doc, msg, buffers) {
   a.setAttribute("href", url);
   a.setAttribute("download", toText(msg.name) || "artifact");
   if (typeof a.click === "function") a.click();
-  setTimeout(() => URL.revokeObjectURL(url), 60000);
+  const timer = setTimeout(() => URL.revokeObjectURL(url), 60000);
+  if (timer && typeof timer.unref === "function") timer.unref();
   return true;
 }
 
