@@ -464,6 +464,13 @@ describe("run detail", () => {
     retry("f").dispatch("click");
     assert.deepEqual(sent("retry").at(-1), { type: "retry", run_id: "f" });
     assert.ok(retry("f").disabled);
+    assert.equal(retry("f").textContent, "Retrying…");
+    await send({ type: "retried", run_id: "f", new_run_id: "f2" });
+    assert.ok(!retry("f").disabled, "the original stays failed and can be retried again");
+    assert.equal(retry("f").textContent, "Retry");
+    retry("c").dispatch("click");
+    await send({ type: "notice", level: "error", text: "could not retry c: GraphNotFoundError" });
+    assert.ok(!retry("c").disabled);
     assert.equal(sent("detail").length, 0, "a button click does not open the detail");
     tr("c").querySelector("button.ag-open").dispatch("click");
     await send(detailMsg("c", { record: { ...detailMsg("c").record, status: "canceled" } }));

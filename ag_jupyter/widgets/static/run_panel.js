@@ -1959,12 +1959,24 @@ function createView(model, el) {
       setCardBusy(card, false);
       setCardError(card, toText(msg.text));
     }
+    if (msg.level === "error") resetRetry(undefined);
     if (msg.level === "error" && detail.data) {
       for (const b of d.artifacts.body.querySelectorAll("button.ag-download")) {
         b.disabled = false;
         setText(b, "Download");
       }
     }
+  }
+
+  /** A retry went through (or failed): its button may be used again. */
+  function resetRetry(runId) {
+    for (const [id, view] of views) {
+      if (runId === undefined || id === runId) {
+        view.retry.disabled = false;
+        setText(view.retry, "Retry");
+      }
+    }
+    if (runId === undefined || detail.runId === runId) d.retry.disabled = false;
   }
 
   function onDetailMessage(msg) {
@@ -2024,7 +2036,7 @@ function createView(model, el) {
         schedule();
       }
     } else if (type === "retried") {
-      if (detail.runId === content.run_id) d.retry.disabled = false;
+      resetRetry(content.run_id);
     } else if (type === "download") {
       saveDownload(doc, content, buffers);
       for (const b of d.artifacts.body.querySelectorAll("button.ag-download")) {
