@@ -375,6 +375,8 @@ def test_panel_detail_shows_logs_and_outputs_retry_and_no_markup(lab, page):
         """() => { const r = document.querySelector('.ag-run-panel .ag-log-range');
                    return r && r.textContent === 'lines 1-11 of 11'; }""", timeout=15_000)
     shot(lab, page, "detail", panel)
+    detail.locator(".ag-detail-children").scroll_into_view_if_needed()
+    shot(lab, page, "detail-steps-artifacts", panel)
     # run text never became markup anywhere in the panel, and no script ran
     assert page.locator(".ag-run-panel img").count() == 0
     assert page.evaluate("() => document.querySelectorAll('.ag-run-panel img').length") == 0

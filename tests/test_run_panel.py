@@ -528,7 +528,8 @@ async def test_detail_of_a_failed_run_has_its_error_and_traceback_and_bad_reques
     assert detail["record"]["error"] == "ValueError: bad <b>input</b>"
     assert "Traceback" in detail["record"]["traceback"] and detail["record"]["retryable"]
     assert detail["outputs"] is None
-    assert detail["artifacts"] == {"items": [], "total": 0, "available": False}  # in memory
+    assert detail["artifacts"] == {"items": [], "total": 0, "more": False,
+                                   "available": False}  # an in-memory runtime
     for bad in ({"type": "detail"}, {"type": "detail", "run_id": 5},
                 {"type": "detail", "run_id": "x" * 5000},
                 {"type": "detail", "run_id": failed.run_id, "log_levels": ["LOUD"]},

@@ -68,7 +68,6 @@ import time
 import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import anywidget
@@ -76,34 +75,22 @@ import traitlets
 
 from ..runtime import RunManager, RunNotFoundError, RunRecord
 from . import history as history_module
+from .detail import RunDetailReader
 from .history import HISTORY_RUNS
 from .iopub import hand_off
 from .run_table import (
     ALL,
-    ARTIFACTS_SHOWN,
     ASKS_SHOWN,
-    CHILDREN_SHOWN,
-    DOWNLOAD_MAX_BYTES,
     FILES_MAX_BYTES,
     ID_CHARS,
-    LOG_PAGE,
     PAGE_SIZE,
     SEARCH_CHARS,
     PanelView,
     RunTable,
     TokenBucket,
-    artifact_entry,
     ask_to_dict,
     check_answer,
-    format_bytes,
-    hides_parent,
-    json_preview,
-    log_page,
-    record_detail,
     record_to_row,
-    step_page,
-    transcript_entries,
-    usage_badge,
     view_from_message,
 )
 from .snapshot import html_table, parse_statuses, text_table
@@ -216,6 +203,7 @@ class RunPanel(anywidget.AnyWidget):
         self._refresh_s = float(refresh_s)
         self._view = view
         self._table = RunTable(manager.find_record)
+        self._reader = RunDetailReader(manager, self._table)
         self._opened_at = time.time()
         self._table.add({r.run_id: r for r in manager.recent_records()})
         self._shown: dict[str, RunRecord] = {}  # what the browser has, as last sent
@@ -554,109 +542,15 @@ class RunPanel(anywidget.AnyWidget):
         self._detail_timer = loop.call_later(wait, refresh)
 
     async def read_detail(self, run_id: str) -> dict[str, Any]:
-        """The ``detail`` message for ``run_id`` (see the module doc), read with the
-        manager's async APIs (store reads run in the workspace's threads). Each section is
-        bounded; a section that cannot be read is named in ``errors`` and the others are
-        still sent.
+        """The ``detail`` message for ``run_id`` as the panel would send it now (see
+        :class:`~ag_jupyter.widgets.detail.RunDetailReader`).
 
         Raises:
           RunNotFoundError: if no run has this id.
         """
-        manager = self._manager
-        record = await manager.get_record(run_id)
-        query = self._detail_query if run_id == self._detail_run else {}
-        errors: dict[str, str] = {}
-
-        async def guarded(name: str, coro: Coroutine[Any, Any, Any]) -> Any:
-            try:
-                return await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                errors[name] = f"{type(exc).__name__}: {exc}"[:500]
-                return None
-
-        async def outputs() -> Any:
-            if not record.status.is_terminal:
-                return None
-            _final, found = await manager.wait_run(run_id, return_outputs=True)
-            return found
-
-        async def transcript() -> Any:
-            read = getattr(manager, "transcript", None)
-            return None if read is None else await read(run_id)
-
-        async def usage() -> Any:
-            if record.status.is_terminal and "usage" in record.meta:
-                return usage_badge(record.meta)
-            found = await manager.usage(run_id=run_id)
-            return usage_badge({"usage": found}) if found and found.get("calls") else None
-
-        inputs_v, outputs_v, logs_v, steps_v, transcript_v, artifacts_v, usage_v = (
-            await asyncio.gather(
-                guarded("inputs", manager.get_inputs(run_id)),
-                guarded("outputs", outputs()),
-                guarded("logs", self._read_logs(run_id, query)),
-                guarded("steps", manager.steps(run_id)),
-                guarded("transcript", transcript()),
-                guarded("artifacts", self._read_artifacts(run_id)),
-                guarded("usage", usage()),
-            )
-        )
         self._catch_up()
-        child_ids = self._table.child_ids(run_id)
-        children = [r for c in child_ids[-CHILDREN_SHOWN:] if (r := self._table.record(c))]
-        return {
-            "type": "detail",
-            "run_id": run_id,
-            "record": record_detail(record, hide_parent=hides_parent(record, self._table.is_run)),
-            "inputs": None if inputs_v is None else json_preview(inputs_v),
-            "outputs": None if outputs_v is None else json_preview(outputs_v),
-            "logs": logs_v,
-            "steps": None if steps_v is None else step_page(steps_v, query.get("steps_offset")),
-            "transcript": None if transcript_v is None else transcript_entries(transcript_v),
-            "artifacts": artifacts_v,
-            "children": {"items": [self._table.row(r) for r in children],
-                         "total": len(child_ids)},
-            "usage": usage_v,
-            "errors": errors,
-            "server_time": time.time(),
-        }
-
-    async def _read_logs(self, run_id: str, query: Mapping[str, Any]) -> dict[str, Any]:
-        search = query.get("search") or None
-        levels = list(query.get("levels") or []) or None
-        offset = query.get("log_offset")
-        manager = self._manager
-        if offset is None:  # the newest page
-            first = await manager.logs(run_id, offset=0, limit=1, search=search, levels=levels)
-            offset = max(0, int(first.get("total") or 0) - LOG_PAGE)
-        page = await manager.logs(run_id, offset=offset, limit=LOG_PAGE, search=search,
-                                  levels=levels)
-        return log_page(page, offset=offset, limit=LOG_PAGE, search=search, levels=levels)
-
-    def _artifact_store(self) -> Any:
-        service = self._manager.services.lookup("artifacts")
-        bind = getattr(service, "bind", None)
-        if bind is None:
-            return None
-        return bind(context=SimpleNamespace(run_id=None, session_id=None, graph_id=None,
-                                            node_id=None, agent_id=None, app_id=None))
-
-    async def _read_artifacts(self, run_id: str) -> dict[str, Any]:
-        store = self._artifact_store()
-        if store is None:
-            return {"items": [], "total": 0, "available": False}
-        found = await store.list(run_id=run_id, limit=ARTIFACTS_SHOWN + 1)
-        items = []
-        for artifact in found[:ARTIFACTS_SHOWN]:
-            try:
-                path = store.to_local_path(artifact.uri, must_exist=False)
-            except Exception:
-                path = None
-            items.append(artifact_entry(artifact, path))
-        return {"items": items, "total": len(found), "more": len(found) > ARTIFACTS_SHOWN,
-                "available": True, "download_max_bytes": DOWNLOAD_MAX_BYTES}
+        query = self._detail_query if run_id == self._detail_run else {}
+        return await self._reader.detail(run_id, query)
 
     async def _send_detail(self, run_id: str) -> None:
         try:
@@ -675,15 +569,14 @@ class RunPanel(anywidget.AnyWidget):
             self._schedule_detail_refresh(DETAIL_LIVE_REFRESH_S)
 
     async def _send_logs(self, run_id: str) -> None:
-        page = await self._read_logs(run_id, self._detail_query)
+        page = await self._reader.logs(run_id, self._detail_query)
         if run_id == self._detail_run:
             self._send_message({"type": "logs", "run_id": run_id, "logs": page})
 
     async def _send_steps(self, run_id: str) -> None:
-        steps = await self._manager.steps(run_id)
+        steps = await self._reader.steps(run_id, self._detail_query.get("steps_offset"))
         if run_id == self._detail_run:
-            self._send_message({"type": "steps", "run_id": run_id,
-                                "steps": step_page(steps, self._detail_query.get("steps_offset"))})
+            self._send_message({"type": "steps", "run_id": run_id, "steps": steps})
 
     # retry ------------------------------------------------------------------------
     def _on_retry(self, content: dict[str, Any]) -> None:
@@ -751,29 +644,13 @@ class RunPanel(anywidget.AnyWidget):
 
     async def _download(self, run_id: str, artifact_id: str) -> None:
         try:
-            store = self._artifact_store()
-            if store is None:
-                raise LookupError("this runtime keeps no artifacts")
-            mine = [a for a in await store.list(run_id=run_id) if a.artifact_id == artifact_id]
-            if not mine:
-                raise LookupError(f"run {run_id} saved no artifact {artifact_id}")
-            artifact = mine[0]
-            size = artifact.bytes or 0
-            if size > DOWNLOAD_MAX_BYTES:
-                raise ValueError(
-                    f"{artifact.name!r} is {format_bytes(size)}, over the panel's "
-                    f"{format_bytes(DOWNLOAD_MAX_BYTES)} download cap; load it in a cell: "
-                    f"await context.artifacts().as_local_file({artifact.uri!r})")
-            data = await store.load_bytes(artifact.uri)
+            message, data = await self._reader.download(run_id, artifact_id)
         except Exception as exc:
             self._notice(f"could not download: {type(exc).__name__}: {exc}")
             return
         finally:
             self._downloading = False
-        self._send_message({"type": "download", "artifact_id": artifact_id,
-                            "name": artifact.name or artifact_id[:12],
-                            "mime": artifact.mime or "application/octet-stream",
-                            "bytes": len(data)}, buffers=[data])
+        self._send_message(message, buffers=[data])
 
     _ACTIONS: ClassVar[dict[str, Callable[[RunPanel, dict[str, Any]], None]]] = {
         "hello": _on_hello,

@@ -810,7 +810,12 @@ function normalizeSteps(raw) {
 function normalizeList(raw, fn) {
   if (!isPlainObject(raw)) return null;
   const items = (Array.isArray(raw.items) ? raw.items : []).map(fn).filter((x) => x !== null);
-  return { items, total: intAtLeast(raw.total, 0, items.length), available: raw.available !== false };
+  return {
+    items,
+    total: intAtLeast(raw.total, 0, items.length),
+    more: raw.more === true,
+    available: raw.available !== false,
+  };
 }
 
 function normalizeArtifact(raw) {
@@ -1473,8 +1478,9 @@ function renderArtifacts(make, body, artifacts, problem) {
     body.appendChild(make("div", "ag-detail-none", "This run saved no artifacts."));
     return;
   }
-  if (artifacts.total > artifacts.items.length) {
-    body.appendChild(make("div", "ag-detail-note", `the newest ${artifacts.items.length} of ${artifacts.total}`));
+  if (artifacts.more || artifacts.total > artifacts.items.length) {
+    const more = "; load the others in a cell: await context.artifacts().list(run_id=...)";
+    body.appendChild(make("div", "ag-detail-note", `the newest ${artifacts.items.length}${more}`));
   }
   const table = make("table", "ag-artifacts");
   const head = make("tr");
