@@ -756,11 +756,23 @@ def test_ag_runs_text_reads_the_stored_history_after_a_restart(registry, tmp_pat
         await manager.close()
         return done, failed
 
+    async def close_loop_manager() -> None:
+        # IPython runs every shell's cells on one loop, whose manager outlives a shell:
+        # close it so this "new kernel" builds its own on the workspace (and so do later tests).
+        from ag_jupyter import get_run_manager
+
+        try:
+            manager = get_run_manager(create=False)
+        except RuntimeError:
+            return
+        await manager.close()
+
     done, failed = asyncio.run(earlier_kernel())
     InteractiveShell.clear_instance()
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "ag_jupyter")
     shell.run_line_magic("config", f"AgJupyter.workspace = {str(workspace)!r}")
+    shell.loop_runner(close_loop_manager())
     try:
         capsys.readouterr()
         shell.run_line_magic("ag_runs", "--text")
@@ -773,5 +785,6 @@ def test_ag_runs_text_reads_the_stored_history_after_a_restart(registry, tmp_pat
         shell.run_line_magic("ag_runs", "--text --status succeeded")
         assert failed.run_id not in capsys.readouterr().out
     finally:
+        shell.loop_runner(close_loop_manager())
         shell.run_line_magic("unload_ext", "ag_jupyter")
         InteractiveShell.clear_instance()
