@@ -491,3 +491,64 @@ def test_panel_layout_cancel_visible_scrolls_inside_and_cancel_all_confirms(lab,
     ) == "['canceled', 'canceled', 'canceled']"
     shot(lab, page, "cancel-all-done")
     shutdown_kernel(lab, name)
+
+
+# ------------------------------------------------------------ asks (runtime side pending)
+def _runtime_has_asks() -> bool:
+    from ag_jupyter.runtime import RunManager
+
+    return hasattr(RunManager, "pending_asks")
+
+
+ASK_CELLS = [
+    "%load_ext ag_jupyter",
+    f"""from ag_jupyter import graph_fn, get_run_manager
+
+EVIL = {EVIL!r}
+
+@graph_fn("asker")
+async def asker(context):
+    channel = context.channel()
+    name = await channel.ask_text(EVIL + " who are you?", timeout_s=120)
+    verdict = await channel.ask_approval(f"Publish the draft by {{name}}?", timeout_s=120)
+    return {{"name": name, "approved": verdict["approved"]}}
+
+import asyncio
+manager = get_run_manager()
+ask_run = (await manager.submit_run("asker", inputs={{}})).run_id
+ask_done = asyncio.ensure_future(manager.wait_run(ask_run, return_outputs=True))
+""",
+    "%ag_runs",
+]
+
+
+@pytest.mark.skipif(not _runtime_has_asks(),
+                    reason="waits for the runtime side of issue 15 (asks), not for chromium")
+def test_panel_shows_an_ask_and_the_answer_typed_there_reaches_the_run(lab, page):
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    name = "panel_asks.ipynb"
+    run_all(lab, page, write_notebook(lab, name, ASK_CELLS))
+    panel = page.locator(".ag-run-panel").first
+    card = panel.locator("div.ag-ask").first
+    card.wait_for(timeout=30_000)
+    assert card.locator(".ag-ask-prompt").text_content() == f"{EVIL} who are you?"
+    assert page.locator(".ag-run-panel img").count() == 0
+    shot(lab, page, "ask-text", panel)
+    card.locator("textarea.ag-ask-input").fill("Ada")
+    card.locator("textarea.ag-ask-input").press("Enter")
+    approve = panel.locator("div.ag-ask[data-kind='approval'] button.ag-approve")
+    approve.wait_for(timeout=15_000)
+    shot(lab, page, "ask-approval", panel)
+    approve.click()
+    run_id = kernel_value(lab, "ask_run", name).strip("'")
+    page.wait_for_function(
+        """(id) => { const s = document.querySelector(
+                       `.ag-run-panel tr[data-run-id="${id}"] .ag-status`);
+                     return s && s.getAttribute('data-status') === 'succeeded'; }""",
+        arg=run_id, timeout=15_000)
+    assert panel.locator("div.ag-ask").count() == 0
+    assert kernel_value(lab, "ask_done.result()[1]", name) == (
+        "{'name': 'Ada', 'approved': True}")
+    assert not dialogs
+    shutdown_kernel(lab, name)

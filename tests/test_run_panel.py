@@ -788,3 +788,94 @@ def test_ag_runs_text_reads_the_stored_history_after_a_restart(registry, tmp_pat
         shell.loop_runner(close_loop_manager())
         shell.run_line_magic("unload_ext", "ag_jupyter")
         InteractiveShell.clear_instance()
+
+
+# ------------------------------------------------------------ asks (runtime side pending)
+# Written against the interface of issue 15 (manager.pending_asks / answer / transcript,
+# context.channel()); skipped until the runtime's side is merged into this branch. The lead
+# completes them after the merge (see the panel branch's report).
+needs_asks = pytest.mark.skipif(
+    not hasattr(RunManager, "pending_asks"),
+    reason="needs the runtime's asks (RunManager.pending_asks/answer, context.channel())",
+)
+
+
+def last_asks(panel: RunPanel) -> dict:
+    return [m for m in sent_of(panel, "page") if m.get("asks") is not None][-1]["asks"]
+
+
+@needs_asks
+async def test_open_asks_are_sent_with_pages_and_answered_from_the_panel(registry):
+    @graph_fn("p_ask", registry=registry)
+    async def p_ask(context):
+        return await context.channel().ask_text(f"{HOSTILE} your name?", timeout_s=30)
+
+    manager = RunManager(registry=registry)
+    panel = RunPanel(manager, refresh_s=0.02, history=0)
+    run = await manager.submit_run("p_ask", inputs={})
+    await until(lambda: manager.pending_asks(run.run_id))
+    await settle(panel)
+    shown = last_asks(panel)
+    assert shown["total"] == 1
+    ask = shown["items"][0]
+    assert ask["run_id"] == run.run_id and ask["kind"] == "text" and ask["graph_id"] == "p_ask"
+    assert ask["prompt"] == f"{HOSTILE} your name?" and ask["deadline"] is not None
+    assert rows_seen(panel)[run.run_id]["status"] == "waiting"
+    bundle = panel._repr_mimebundle_()
+    html = (bundle[0] if isinstance(bundle, tuple) else bundle)["text/html"]
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt; your name?" in html
+    panel.handle_message({"type": "answer", "ask_id": ask["ask_id"], "value": "Ada"})
+    record, outputs = await manager.wait_run(run.run_id, timeout_s=5, return_outputs=True)
+    assert record.status is RunStatus.succeeded and outputs == {"result": "Ada"}
+    await until(lambda: sent_of(panel, "answered"))
+    assert sent_of(panel, "answered")[-1] == {"type": "answered", "ask_id": ask["ask_id"]}
+    await settle(panel)
+    assert last_asks(panel) == {"items": [], "total": 0}
+    # answering again is a notice naming the ask, never an exception
+    panel.handle_message({"type": "answer", "ask_id": ask["ask_id"], "value": "again"})
+    panel.handle_message({"type": "answer", "ask_id": "no-such-ask", "value": "x"})
+    await until(lambda: sum("could not answer" in t for t in notices(panel)) == 2)
+    refused = [m for m in sent_of(panel, "notice") if "could not answer" in m["text"]]
+    assert {m["ask_id"] for m in refused} == {ask["ask_id"], "no-such-ask"}
+    # the detail carries the transcript
+    panel.handle_message({"type": "detail", "run_id": run.run_id})
+    await until(lambda: sent_of(panel, "detail"))
+    transcript = sent_of(panel, "detail")[-1]["transcript"]["items"]
+    assert [e["kind"] for e in transcript] == ["ask", "answer"]
+    assert transcript[0]["text"] == f"{HOSTILE} your name?" and transcript[1]["text"] == "Ada"
+    panel.close()
+
+
+@needs_asks
+async def test_choices_and_approval_are_answered_by_option_and_bad_choices_keep_the_ask(
+        registry):
+    @graph_fn("p_choose", registry=registry)
+    async def p_choose(context):
+        channel = context.channel()
+        picked = await channel.ask_choices("Which?", options=["red", "green"], timeout_s=30)
+        approved = await channel.ask_approval("Ship it?", timeout_s=30)
+        return {"picked": picked, "approved": approved}
+
+    manager = RunManager(registry=registry)
+    panel = RunPanel(manager, refresh_s=0.02, history=0)
+    run = await manager.submit_run("p_choose", inputs={})
+    await until(lambda: manager.pending_asks(run.run_id))
+    await settle(panel)
+    ask = last_asks(panel)["items"][0]
+    assert ask["kind"] == "choices" and [o["label"] for o in ask["options"]] == ["red", "green"]
+    panel.handle_message({"type": "answer", "ask_id": ask["ask_id"], "value": {"choice": "nope"}})
+    await until(lambda: any("could not answer" in t for t in notices(panel)))
+    assert manager.pending_asks(run.run_id), "a bad choice leaves the ask open"
+    green = ask["options"][1]["id"]
+    panel.handle_message({"type": "answer", "ask_id": ask["ask_id"], "value": {"choice": green}})
+    await until(lambda: manager.pending_asks(run.run_id)
+                and manager.pending_asks(run.run_id)[0].kind == "approval")
+    await settle(panel)
+    approval = last_asks(panel)["items"][0]
+    assert approval["kind"] == "approval" and len(approval["options"]) == 2
+    panel.handle_message({"type": "answer", "ask_id": approval["ask_id"],
+                          "value": {"choice": approval["options"][0]["id"]}})
+    record, outputs = await manager.wait_run(run.run_id, timeout_s=5, return_outputs=True)
+    assert record.status is RunStatus.succeeded
+    assert "green" in json.dumps(outputs["picked"]) and outputs["approved"]["approved"] is True
+    panel.close()
