@@ -879,3 +879,21 @@ async def test_choices_and_approval_are_answered_by_option_and_bad_choices_keep_
     assert record.status is RunStatus.succeeded
     assert "green" in json.dumps(outputs["picked"]) and outputs["approved"]["approved"] is True
     panel.close()
+
+
+async def test_detail_requests_over_the_limit_wait_and_the_latest_of_each_kind_wins(registry):
+    manager = RunManager(registry=registry)
+    runs = [(await manager.run_and_wait("p_sleep", inputs={}))[0] for _ in range(3)]
+    now = [0.0]
+    panel = RunPanel(manager, refresh_s=0.02, history=0, clock=lambda: now[0])
+    for _ in range(30):  # a flood: 10 go through, the rest wait
+        panel.handle_message({"type": "detail", "run_id": runs[0].run_id})
+    panel.handle_message({"type": "detail", "run_id": runs[1].run_id})
+    panel.handle_message({"type": "logs", "run_id": runs[1].run_id, "offset": 0})
+    now[0] = 10.0
+    await until(lambda: any(m["run_id"] == runs[1].run_id for m in sent_of(panel, "detail")))
+    await until(lambda: sent_of(panel, "logs"))  # the deferred logs page was not dropped
+    assert sent_of(panel, "logs")[-1]["run_id"] == runs[1].run_id
+    # the flood of the first run was superseded: none of it outlived the newer request
+    assert [m["run_id"] for m in sent_of(panel, "detail")] == [runs[1].run_id]
+    panel.close()

@@ -25,7 +25,7 @@ kernel -> browser
   most), "truncated", "exact"} | null, "logs": {"lines" (LOG_PAGE at most, each cut),
   "total", "offset", "limit", "search", "levels"}, "steps": {"items" (STEP_PAGE), "total",
   "offset"}, "transcript": {"items" (the newest TRANSCRIPT_ENTRIES), "total"}, "artifacts":
-  {"items" (ARTIFACTS_SHOWN), "total", "available"}, "children": {"items" (rows,
+  {"items" (ARTIFACTS_SHOWN), "total", "more", "available"}, "children": {"items" (rows,
   CHILDREN_SHOWN), "total"}, "usage", "errors": {section: text}}``.
 - ``logs`` / ``steps``: one page of that section of the open run (same shapes).
 - ``cancel_offer``: ``{"token", "count", "sample": [run_id...] (5), "view"}``: the exact
@@ -46,7 +46,8 @@ browser -> kernel
 - ``detail`` ``{run_id, log_search?, log_levels?}``, ``logs`` ``{run_id, offset|null,
   search, levels}``, ``steps`` ``{run_id, offset|null}``, ``detail_close``: rate-limited
   (a burst of 10, then 4 a second; latest wins).
-- ``retry`` ``{run_id}``: ``RunManager.retry_run``; ``answer`` ``{ask_id, value}``:
+- ``retry`` ``{run_id}``: ``RunManager.retry_run`` (rate-limited with Cancel all and
+  downloads: a burst of 10, then 2 a second); ``answer`` ``{ask_id, value}`` (20, then 10 a second):
   ``RunManager.answer`` (value checked by ``run_table.check_answer``); ``download``
   ``{run_id, artifact_id}``: one at a time, for artifacts that run saved.
 
@@ -220,7 +221,6 @@ class RunPanel(anywidget.AnyWidget):
         self._notice_bucket = TokenBucket(20, 10, clock)
         self._suppressed = 0  # notices dropped since the last one sent
         self._deferred: dict[str, asyncio.TimerHandle] = {}
-        self._page_reset_due = False
         self._tasks: set[asyncio.Task[Any]] = set()
         # The one run whose detail the browser shows, and how it pages its logs/steps.
         self._detail_run: str | None = None
@@ -484,7 +484,7 @@ class RunPanel(anywidget.AnyWidget):
         self._detail_run = run_id
         self._detail_query = {"log_offset": None, "search": search, "levels": levels,
                               "steps_offset": None}
-        self._detail_request(lambda: self._start_detail(run_id))
+        self._detail_request("detail", lambda: self._start_detail(run_id))
 
     def _on_detail_close(self, content: dict[str, Any]) -> None:
         self._detail_run = None
@@ -497,20 +497,22 @@ class RunPanel(anywidget.AnyWidget):
         offset = _offset(content)
         search, levels = _log_query(content, "search", "levels")
         self._detail_query.update(log_offset=offset, search=search, levels=levels)
-        self._detail_request(lambda: self._spawn(self._send_logs(run_id), "ag-panel-logs"))
+        self._detail_request("logs", lambda: self._spawn(self._send_logs(run_id), "ag-panel-logs"))
 
     def _on_steps(self, content: dict[str, Any]) -> None:
         run_id = _run_id(content)
         if run_id != self._detail_run:
             raise _Refused(f"run {run_id} is not the open detail; open it first")
         self._detail_query["steps_offset"] = _offset(content)
-        self._detail_request(lambda: self._spawn(self._send_steps(run_id), "ag-panel-steps"))
+        self._detail_request("steps",
+                             lambda: self._spawn(self._send_steps(run_id), "ag-panel-steps"))
 
-    def _detail_request(self, action: Callable[[], Any]) -> None:
+    def _detail_request(self, key: str, action: Callable[[], Any]) -> None:
+        # Over the limit, the latest request of each kind waits for a token.
         if self._detail_bucket.take():
             action()
         else:
-            self._defer("detail", self._detail_bucket, action)
+            self._defer(key, self._detail_bucket, action)
 
     def _start_detail(self, run_id: str) -> None:
         if run_id != self._detail_run:

@@ -61,6 +61,7 @@ FILES_MAX_COUNT = 20
 FILES_MAX_BYTES = 5 * 1024 * 1024  # total decoded bytes of a files answer (comm size limit)
 ID_CHARS = 1_000  # longest run / ask / artifact id accepted from the browser
 SEARCH_CHARS = 500
+MAX_TOGGLES = 1_000  # explicit open/closed parents kept per view (the newest; as the browser)
 
 _status = attrgetter("status")
 _session_id = attrgetter("session_id")
@@ -297,8 +298,8 @@ def view_from_message(content: Mapping[str, Any]) -> PanelView:
         graph=graph,
         tag=tag,
         search=search.strip().lower(),
-        expanded=set(opened[:10_000]),
-        collapsed=set(closed[:10_000]),
+        expanded=set(opened[-MAX_TOGGLES:]),
+        collapsed=set(closed[-MAX_TOGGLES:]),
     )
 
 
