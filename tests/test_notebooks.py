@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from pathlib import Path
 
 import nbformat
@@ -98,3 +101,61 @@ def test_human_in_the_loop_outputs(tmp_path: Path):
     kinds = [line.split()[0] for line in text[-1].splitlines() if line.strip()]
     assert kinds[:3] == ["sent", "ask", "answer"] and kinds.count("ask") == 3
     assert "Published: ag://artifacts/" in text[-1]
+
+
+def _time_servers() -> set[int]:
+    """pids of running mcp-server-time processes (ours or anyone's)."""
+    import psutil
+
+    found = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or ())
+        if "mcp-server-time" in cmdline or "mcp_server_time" in cmdline:
+            found.add(proc.pid)
+    return found
+
+
+def test_research_agent_answers_with_a_loopback_llm_and_leaves_no_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The research agent notebook with an LLM profile pointing at the loopback
+    OpenAI-compatible server of tests/llm_server.py: the stdlib corpus is indexed, each of
+    the three runs searches it, calls the real MCP time server and asks for approval; the
+    approved two answer with the LLM (whose prompt carries the retrieved passages), the
+    rejected one does not; the time server is gone once the kernel stops."""
+    from llm_server import configure_env, reset_llm_state, running_server
+
+    before = _time_servers()
+    for _ in reset_llm_state(monkeypatch):
+        for server in running_server():
+            server.reply = "Use asyncio.to_thread(func, *args) [1]."
+            configure_env(monkeypatch, server)
+            nb = execute(Path(__file__).parents[1] / "notebooks" / "research_agent.ipynb",
+                         tmp_path)
+            prompts = [json.dumps(body["messages"]) for body in server.bodies()]
+    text = [outputs_text(c) for c in nb.cells if c.cell_type == "code"]
+    everything = "\n".join(text)
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, errors
+    indexed = re.search(r"corpus 'stdlib-docs': 39 documents, (\d+) chunks", everything)
+    assert indexed and int(indexed.group(1)) > 100, everything
+    # the reviewer saw the sources found: hashlib's documentation for the SHA-256 question
+    assert re.search(r"SHA-256 digest.*\n- hashlib \(characters \d+-\d+\)", everything)
+    assert everything.count("-> Approve") == 2 and everything.count("-> Reject") == 1
+    assert everything.count("[succeeded]") == 3
+    assert everything.count("answer (llm): Use asyncio.to_thread(func, *args) [1].") == 2
+    assert "not answered: the reviewer rejected it" in everything
+    assert re.search(r"asked at 20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d", everything)  # from MCP
+    # two LLM calls (the approved runs), each prompt carrying that run's passages
+    assert len(prompts) == 2
+    assert any("hashlib" in p and "SHA-256" in p for p in prompts)
+    steps = text[-1].splitlines()
+    assert any(line.split()[:2] == ["mcp", "time/get_current_time"] and line.endswith("ok")
+               for line in steps), steps
+    assert any(line.split()[0] == "llm" for line in steps), steps
+    # no orphan: the time server the kernel started stopped with it
+    for _ in range(50):
+        if not _time_servers() - before:
+            break
+        time.sleep(0.1)
+    assert not _time_servers() - before

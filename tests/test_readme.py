@@ -84,8 +84,9 @@ def test_readme_notebook_cells_run_in_a_real_kernel(tmp_path, monkeypatch):
         kc.stop_channels()
         km.shutdown_kernel(now=True)
         server.stop()
-    # the chat example and rag.answer's call, both to the configured model
-    assert [r["body"]["model"] for r in server.requests] == ["readme-model"] * 2
+    # the research agent's rag.answer, the chat example and the RAG section's rag.answer,
+    # all to the configured model
+    assert [r["body"]["model"] for r in server.requests] == ["readme-model"] * 3
     assert server.handler_errors == []
 
 

@@ -7,6 +7,8 @@ user mistakes raise ``UsageError`` (shown short, without a traceback).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,11 +22,16 @@ from ..runtime import (
     AskNotFoundError,
     RunManager,
     RunNotFoundError,
+    RunRecord,
     get_run_manager,
 )
 from ..runtime.run_manager import check_positive
+from ..widgets import history
 from ..widgets.snapshot import format_duration, parse_statuses, text_table
 from .blocking import kernel_loop_is_running, run_blocking
+
+log = logging.getLogger("ag_jupyter.ipython")
+_background: set[asyncio.Task[None]] = set()  # %ag_runs --text refreshes in flight
 
 
 @magics_class
@@ -61,9 +68,14 @@ class AgMagics(Magics):
     @argument("--text", action="store_true", help="Print a text table even in a notebook.")
     @line_magic
     def ag_runs(self, line: str) -> Any:
-        """Show the runs of this kernel: the live run panel in a notebook, else a text table.
+        """Show the runs of this kernel and the stored runs of earlier ones: the live run
+        panel in a notebook, else a text table.
 
-        The panel updates live and has Cancel buttons; the text table is a snapshot.
+        The filters apply to both. The panel updates live and has Cancel and Retry buttons,
+        the open asks and each run's detail; the text table is a snapshot of this kernel's
+        runs and the newest stored ones (``%ag_runs --text`` in a notebook shows this
+        kernel's at once and adds the stored ones as soon as they are read, in the same
+        output).
         """
         args = parse_argstring(self.ag_runs, line)
         if args.limit <= 0:
@@ -76,20 +88,58 @@ class AgMagics(Magics):
         if not args.text and _widgets_available(self.shell):
             from ..widgets.run_panel import RunPanel
 
-            return RunPanel(
+            panel = RunPanel(
                 manager,
                 refresh_s=self.ag_config.panel_refresh_s if self.ag_config else 0.1,
                 status=args.status,
                 session=args.session,
+                graph=args.graph,
             )
-        records = [
-            r
-            for r in manager.recent_records()
-            if (status_filter is None or r.status in status_filter)
-            and (args.session is None or r.session_id == args.session)
-            and (args.graph is None or r.graph_id == args.graph)
-        ]
-        print(text_table(records, limit=args.limit))
+            panel.display()
+            return None
+
+        def wanted(record: RunRecord) -> bool:
+            return (
+                (status_filter is None or record.status in status_filter)
+                and (args.session is None or record.session_id == args.session)
+                and (args.graph is None or record.graph_id == args.graph)
+            )
+
+        def table(stored: list[RunRecord]) -> str:
+            records = [r for r in history.merge(manager.recent_records(), stored) if wanted(r)]
+            return text_table(records, limit=args.limit)
+
+        async def read() -> list[RunRecord]:
+            try:
+                return await history.read_stored(
+                    manager, graph_id=args.graph, statuses=status_filter,
+                    session_id=args.session, limit=max(args.limit, history.HISTORY_RUNS),
+                )
+            except Exception as exc:  # the table of this kernel's runs still stands
+                log.warning("%%ag_runs could not read the stored runs: %s", exc)
+                return []
+
+        if not kernel_loop_is_running():
+            # Terminal IPython: no loop runs between cells; read on IPython's own loop.
+            print(table(self.shell.loop_runner(read())))
+            return None
+        # In a kernel the loop runs this cell and cannot be awaited from a magic: show
+        # what is known now (this kernel's runs and the stored ones read earlier) and
+        # update the same output once the stored runs are read.
+        from IPython.display import display
+
+        known = history.cached(manager) or []
+        shown = table([r for r in known if wanted(r)])
+        handle = display({"text/plain": shown}, raw=True, display_id=True)
+
+        async def refresh() -> None:
+            text = table(await read())
+            if text != shown and handle is not None:
+                handle.update({"text/plain": text}, raw=True)
+
+        task = asyncio.get_running_loop().create_task(refresh())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
         return None
 
     # ----------------------------------------------------------------- %ag_cancel

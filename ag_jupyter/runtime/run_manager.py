@@ -1202,6 +1202,44 @@ class RunManager:
         live = self._live.get(run_id)
         return bool(live and live.cancel_requested)
 
+    async def retry_run(self, run_id: str) -> RunRecord:
+        """Queue a new run of a failed or canceled run's graph, with the same inputs
+        (:meth:`get_inputs`), session, tags, parent, agent, app, origin, visibility and
+        importance, and ``meta["retry_of"] = run_id``; return its ``pending`` record (as
+        :meth:`submit_run`). The original run's record is left as it was.
+
+        Inputs of a run of an earlier process are its stored JSON form, validated again
+        against the graph as it is registered now.
+
+        Raises:
+          RunNotFoundError: if no run has this id.
+          ValueError: if the run did not fail and was not canceled (live or succeeded).
+          GraphNotFoundError: if its graph is not registered in this process (define it
+            again, e.g. by re-running the cell that defines it).
+          RunInputError: if the stored inputs no longer fit the graph's signature.
+          WorkspaceError: if the workspace cannot be read.
+        """
+        record = await self.get_record(run_id)
+        if record.status not in (RunStatus.failed, RunStatus.canceled):
+            raise ValueError(
+                f"run {run_id!r} is {record.status.value}; only failed or canceled runs can "
+                "be retried"
+            )
+        inputs = await self.get_inputs(run_id)
+        return await self.submit_run(
+            record.graph_id,
+            inputs=inputs,
+            session_id=record.session_id,
+            tags=record.tags,
+            visibility=record.visibility,
+            origin=record.origin,
+            importance=record.importance,
+            agent_id=record.agent_id,
+            app_id=record.app_id,
+            parent_run_id=record.parent_run_id,
+            meta={"retry_of": run_id},
+        )
+
     # ------------------------------------------------------------------- reading
     async def get_record(self, run_id: str) -> RunRecord:
         """The current record of ``run_id`` (``meta["durable"] is False`` while a

@@ -1,23 +1,62 @@
 """The live run panel: an anywidget model fed by the RunManager's event subscription.
 
-The kernel keeps every run's record and does the filtering, ordering and paging; the front
-end (``js/run_panel.js``, an ES module shipped as package data) renders the one page it is
-sent and reports the view the user wants. So the cost per run in the kernel is a few dict
-updates, whatever the number of runs, and the browser only ever holds one page.
+The kernel keeps every run's record and does the filtering, ordering and paging
+(:mod:`ag_jupyter.widgets.run_table`, no widget import); the front end
+(``static/run_panel.js`` and ``static/run_panel.css``, given to anywidget as paths)
+renders the one page it is sent and reports the view the user wants. So the cost per run
+in the kernel is a few dict updates, whatever the number of runs, and the browser only
+ever holds one page, the open asks and the one run detail it asked for.
 
-Protocol (custom messages):
+Protocol (custom comm messages; every field from the browser is validated, anything
+malformed gets an error notice and changes nothing; notices are rate-limited):
 
-- kernel -> browser, at most once per ``refresh_s`` seconds and only when something shown
-  changed: ``{"type": "page", "reset", "order": [[run_id, depth, child_count, expanded]...],
-  "upsert": [row...] (rows of ``order`` new to the browser or changed), "counts",
-  "total", "matching", "live_matching", "page", "page_count", "page_size", "facets":
-  {"sessions", "tags"}, "view": {the filters in effect, so the controls can show them},
-  "server_time"}``; and ``{"type": "notice", "level", "text"}``.
-- browser -> kernel: ``{"type": "hello"}`` (a view rendered: answered with a reset page),
-  ``{"type": "view", "page", "status", "session", "tag", "search", "expanded",
-  "collapsed"}``, ``{"type": "cancel", "run_id"}``, ``{"type": "cancel_matching"}``
-  (every live run matching the view's filters). Anything else, bad fields and unknown run
-  ids get an error notice and change nothing.
+kernel -> browser
+
+- ``page`` (at most once per ``refresh_s`` and only when something shown changed, or in
+  answer to ``hello``/``view``): ``{"reset", "order": [[run_id, depth, child_count,
+  expanded]...] (one page: PAGE_SIZE top-level rows and their open children), "upsert":
+  [row...] (rows of ``order`` new to the browser or changed), "counts", "total",
+  "matching", "live_matching", "page", "page_count", "page_size", "facets": {"sessions",
+  "tags", "graphs"}, "view", "server_time", "asks": {"items": [ask...] (ASKS_SHOWN at most,
+  prompts and options cut), "total"} | null (null: this runtime has no asks)}``.
+- ``notice``: ``{"level": "error" | "info", "text", "ask_id"?}``.
+- ``detail``: the open run, on request and refreshed while it is live (at most once a
+  second): ``{"run_id", "record", "inputs"/"outputs": {"text" (JSON, DETAIL_JSON_CHARS at
+  most), "truncated", "exact"} | null, "logs": {"lines" (LOG_PAGE at most, each cut),
+  "total", "offset", "limit", "search", "levels"}, "steps": {"items" (STEP_PAGE), "total",
+  "offset"}, "transcript": {"items" (the newest TRANSCRIPT_ENTRIES), "total"}, "artifacts":
+  {"items" (ARTIFACTS_SHOWN), "total", "more", "available"}, "children": {"items" (rows,
+  CHILDREN_SHOWN), "total"}, "usage", "errors": {section: text}}``.
+- ``logs`` / ``steps``: one page of that section of the open run (same shapes).
+- ``cancel_offer``: ``{"token", "count", "sample": [run_id...] (5), "view"}``: the exact
+  set "Cancel all" would cancel, waiting for the user's confirmation.
+- ``answered``: ``{"ask_id"}`` once the runtime took an answer; ``retried``:
+  ``{"run_id", "new_run_id"}``.
+- ``download``: ``{"artifact_id", "name", "mime", "bytes"}`` with the content as one
+  binary buffer (DOWNLOAD_MAX_BYTES at most).
+
+browser -> kernel
+
+- ``hello`` (a view rendered) and ``view`` (``page``, ``status``, ``session``, ``graph``,
+  ``tag``, ``search``, ``expanded``, ``collapsed``): answered with a reset page;
+  rate-limited (a burst of 10, then 5 a second; a request over the limit is answered
+  once the limit allows, with the latest view).
+- ``cancel`` ``{run_id}``: O(1) per message; ``cancel_matching_prepare``: answered with a
+  ``cancel_offer``; ``cancel_matching`` ``{token}``: cancels exactly the offered runs.
+- ``detail`` ``{run_id, log_search?, log_levels?}``, ``logs`` ``{run_id, offset|null,
+  search, levels}``, ``steps`` ``{run_id, offset|null}``, ``detail_close``: rate-limited
+  (a burst of 10, then 4 a second; latest wins).
+- ``retry`` ``{run_id}``: ``RunManager.retry_run`` (rate-limited with Cancel all and
+  downloads: a burst of 10, then 2 a second); ``answer`` ``{ask_id, value}`` (20, then 10 a second):
+  ``RunManager.answer`` (value checked by ``run_table.check_answer``); ``download``
+  ``{run_id, artifact_id}``: one at a time, for artifacts that run saved.
+
+Why downloads go over the comm: the browser may not share the kernel's file system
+(a remote server, JupyterHub, a container), ``ag://`` URIs mean nothing to it, and the
+workspace is usually outside the Jupyter server's root (a ``/files/`` link would 404 or
+need the server to expose the workspace). So the panel sends an artifact's bytes on
+request, capped at DOWNLOAD_MAX_BYTES (comm messages have size limits), and always shows
+its ``ag://`` URI and local path to load it in a cell.
 """
 
 from __future__ import annotations
@@ -25,151 +64,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import operator
+import secrets
 import time
 import weakref
-from collections import Counter, OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from importlib import resources
-from itertools import compress
-from operator import attrgetter
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anywidget
 import traitlets
 
-from ..runtime import RunManager, RunNotFoundError, RunRecord, RunStatus
+from ..runtime import AskError, RunManager, RunNotFoundError, RunRecord
+from . import history as history_module
+from .detail import RunDetailReader
+from .history import HISTORY_RUNS
 from .iopub import hand_off
+from .run_table import (
+    ALL,
+    ASKS_SHOWN,
+    FILES_MAX_BYTES,
+    ID_CHARS,
+    PAGE_SIZE,
+    SEARCH_CHARS,
+    PanelView,
+    RunTable,
+    TokenBucket,
+    ask_to_dict,
+    check_answer,
+    record_to_row,
+    view_from_message,
+)
 from .snapshot import html_table, parse_statuses, text_table
+
+__all__ = ["PAGE_SIZE", "PanelView", "RunPanel", "close_all_panels", "record_to_row"]
 
 log = logging.getLogger("ag_jupyter.widgets")
 
-PAGE_SIZE = 50
-AUTO_EXPAND_CHILDREN = 20  # parents with at most this many children start expanded
-MAX_CHILDREN_SHOWN = 200  # per parent, so a huge fan-out cannot blow up a page
-MAX_RUNS = 50_000  # oldest runs beyond this are dropped from the panel (not from the store)
-HISTORY_RUNS = 500  # runs of earlier kernels loaded from the store when a panel opens
-KNOWN_ACTIONS = ("hello", "view", "cancel", "cancel_many", "cancel_matching")
-ALL = ""  # the session/tag filter value meaning "any"
-
-
-def esm_source() -> str:
-    """The front end's ES module: package data when installed, ``js/`` in a checkout."""
-    packaged = resources.files("ag_jupyter.widgets").joinpath("static/run_panel.js")
-    if packaged.is_file():
-        return packaged.read_text(encoding="utf-8")
-    checkout = Path(__file__).resolve().parents[2] / "js" / "run_panel.js"
-    return checkout.read_text(encoding="utf-8")
-
-
-def _ts(value: Any) -> float | None:
-    return value.timestamp() if value is not None else None
-
-
-def record_to_row(record: RunRecord) -> dict[str, Any]:
-    """The JSON row the front end shows for a record (times as epoch seconds, UTC)."""
-    return {
-        "run_id": record.run_id,
-        "graph_id": record.graph_id,
-        "status": record.status.value,
-        "session_id": record.session_id,
-        "tags": list(record.tags),
-        "created_at": _ts(record.created_at),
-        "started_at": _ts(record.started_at),
-        "finished_at": _ts(record.finished_at),
-        "error": record.error,
-        "traceback": record.meta.get("traceback"),
-        "parent_run_id": record.parent_run_id,
-    }
-
-
-@dataclass
-class PanelView:
-    """What the user asked to see: filters, page and which parents are open.
-
-    ``statuses`` None means all; ``session`` ``ALL`` means any, None means runs without a
-    session; ``search`` is matched case-insensitively against id, graph, session, tags
-    and error.
-    """
-
-    page: int = 0
-    status: str = "all"  # as the user chose it: "all", "live" or a status
-    statuses: frozenset[RunStatus] | None = None
-    session: str | None = ALL
-    tag: str = ALL
-    search: str = ""
-    expanded: set[str] = field(default_factory=set)
-    collapsed: set[str] = field(default_factory=set)
-
-    def to_message(self) -> dict[str, Any]:
-        """The filters as the front end's controls show them (echoed in page messages)."""
-        return {"status": self.status, "session": self.session, "tag": self.tag,
-                "search": self.search, "expanded": sorted(self.expanded),
-                "collapsed": sorted(self.collapsed)}
-
-    @property
-    def filtered(self) -> bool:
-        """Whether any filter is set (paging and expansion aside)."""
-        return bool(self.statuses is not None or self.session != ALL or self.tag or self.search)
-
-    def matches(self, record: RunRecord) -> bool:
-        """Whether ``record`` passes the filters (paging aside)."""
-        if self.statuses is not None and record.status not in self.statuses:
-            return False
-        if self.session != ALL and record.session_id != self.session:
-            return False
-        if self.tag and self.tag not in record.tags:
-            return False
-        if self.search:
-            haystack = " ".join(
-                [record.run_id, record.graph_id, record.session_id or "", *record.tags,
-                 record.error or ""]
-            ).lower()
-            if self.search not in haystack:
-                return False
-        return True
-
-
-def view_from_message(content: dict[str, Any]) -> PanelView:
-    """Validate a front end's ``view`` message and build the new view.
-
-    Raises:
-      ValueError: saying which field is wrong.
-    """
-    page = content.get("page", 0)
-    if isinstance(page, bool) or not isinstance(page, int) or page < 0:
-        raise ValueError(f"view.page must be an int >= 0, got {page!r}")
-    session = content.get("session", ALL)
-    if session is not None and not isinstance(session, str):
-        raise ValueError("view.session must be a string or null")
-    tag, search = content.get("tag", ALL), content.get("search", "")
-    if not isinstance(tag, str) or not isinstance(search, str) or len(search) > 500:
-        raise ValueError("view.tag and view.search must be strings (search: 500 chars at most)")
-    opened, closed = content.get("expanded", []), content.get("collapsed", [])
-    for name, ids in (("expanded", opened), ("collapsed", closed)):
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise ValueError(f"view.{name} must be a list of run ids")
-    status = content.get("status") or "all"
-    return PanelView(
-        page=page,
-        status=status,
-        statuses=parse_statuses(status),
-        session=session,
-        tag=tag,
-        search=search.strip().lower(),
-        expanded=set(opened[:10_000]),
-        collapsed=set(closed[:10_000]),
-    )
-
-
-_status = attrgetter("status")
-_session_id = attrgetter("session_id")
-_parent_run_id = attrgetter("parent_run_id")
-_tags = attrgetter("tags")
-_is_terminal = frozenset(s for s in RunStatus if s.is_terminal).__contains__
+STATIC = Path(__file__).resolve().parent / "static"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DETAIL_REFRESH_S = 1.0  # the open run's detail is re-sent at most this often
+DETAIL_LIVE_REFRESH_S = 2.0  # ... and this often while it is live (its logs grow)
+CANCEL_OFFER_S = 120.0  # a Cancel all confirmation is good for this long
+SNAPSHOT_UPDATE_S = 5.0  # a panel's display is refreshed with its history only this soon
 
 _panels: weakref.WeakSet[RunPanel] = weakref.WeakSet()
 
@@ -180,20 +116,55 @@ def close_all_panels() -> None:
         panel.close()
 
 
+class _Refused(ValueError):
+    """A front-end request that is refused with a notice (never raised out of the panel)."""
+
+
+def _run_id(content: Mapping[str, Any], key: str = "run_id") -> str:
+    value = content.get(key)
+    if not isinstance(value, str) or not value or len(value) > ID_CHARS:
+        raise _Refused(f"{content.get('type')}.{key} must be a run id (a non-empty string)")
+    return value
+
+
+def _offset(content: Mapping[str, Any]) -> int | None:
+    offset = content.get("offset")
+    if offset is None:
+        return None
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise _Refused(f"{content.get('type')}.offset must be null or an int >= 0")
+    return offset
+
+
+def _log_query(content: Mapping[str, Any], search_key: str, levels_key: str
+               ) -> tuple[str, list[str]]:
+    search = content.get(search_key) or ""
+    levels = content.get(levels_key) or []
+    if not isinstance(search, str) or len(search) > SEARCH_CHARS:
+        raise _Refused("log search must be a string of 500 characters at most")
+    if not isinstance(levels, list) or not all(
+        isinstance(level, str) and level.upper() in LOG_LEVELS for level in levels
+    ):
+        raise _Refused(f"log levels must be a list of {', '.join(LOG_LEVELS)}")
+    return search.strip(), sorted({level.upper() for level in levels})
+
+
 class RunPanel(anywidget.AnyWidget):
-    """A live, paged table of a RunManager's runs with Cancel buttons.
+    """A live, paged table of a RunManager's runs with open asks, run details, Cancel and
+    Retry buttons.
 
     Display it with ``display(panel)`` or ``%ag_runs``. The kernel keeps the rows and sends
     the browser only the page it shows, at most one message per ``refresh_s`` seconds and
     only when something shown changed, so its cost per run does not grow with the number
-    of runs. Cancel clicks call ``RunManager.cancel_run`` (through ``request_cancel``); they
-    are handled while the kernel is idle or awaiting, not during a blocking sync cell.
+    of runs. Clicks are handled while the kernel is idle or awaiting, not during a
+    blocking sync cell. See the module docstring for the message protocol and its bounds.
 
     Args:
       manager: the RunManager to watch (one panel model per call).
       refresh_s: seconds between update messages (> 0).
       status: initial status filter: None/``"all"``, ``"live"`` or a status.
       session: initial session filter (None: all sessions).
+      graph: initial graph filter (None: all graphs).
       title: the header text.
       history: how many of the newest stored runs of earlier kernels (a durable workspace
         keeps them) to load in the background when the panel opens; 0 for none.
@@ -207,7 +178,8 @@ class RunPanel(anywidget.AnyWidget):
       ValueError: for a non-positive ``refresh_s`` or an unknown status.
     """
 
-    _esm = esm_source()
+    _esm = STATIC / "run_panel.js"
+    _css = STATIC / "run_panel.css"
     title = traitlets.Unicode("ag_jupyter runs").tag(sync=True)
 
     def __init__(
@@ -217,38 +189,48 @@ class RunPanel(anywidget.AnyWidget):
         refresh_s: float = 0.1,
         status: str | None = None,
         session: str | None = None,
+        graph: str | None = None,
         title: str = "ag_jupyter runs",
         history: int = HISTORY_RUNS,
+        clock: Callable[[], float] = time.monotonic,
         **kwargs: Any,
     ) -> None:
         if not refresh_s > 0:
             raise ValueError(f"refresh_s must be a positive number of seconds, got {refresh_s!r}")
         view = PanelView(status=status or "all", statuses=parse_statuses(status),
-                         session=ALL if session is None else session)
+                         session=ALL if session is None else session, graph=graph or ALL)
         super().__init__(title=title, **kwargs)
         self._manager = manager
         self._refresh_s = float(refresh_s)
         self._view = view
-        # Every run shown, in creation order, with the status last delivered (for the
-        # counts). Records are kept only for runs that are not live in the manager; a live
-        # run's current record is read from the manager. Keeping each delivered snapshot of
-        # a live run until the next one would hold a superseded record per live run for a
-        # refresh period: that cost 2-3 us per run in a burst (bench/panel_overhead.py).
-        self._runs: OrderedDict[str, RunStatus] = OrderedDict()
-        self._finished: dict[str, RunRecord] = {}  # terminal runs and stored history
-        self._parents: dict[str, str] = {}  # run id -> parent run id, for runs with a parent
-        self._children: dict[str, list[str]] = {}
-        self._counts: Counter[RunStatus] = Counter(dict.fromkeys(RunStatus, 0))
-        self._nested = 0  # records whose parent is also a record here (not top-level)
+        self._table = RunTable(manager.find_record)
+        self._reader = RunDetailReader(manager, self._table)
         self._opened_at = time.time()
-        self._sessions: set[str | None] = set()
-        self._tags: set[str] = set()
-        self._add({r.run_id: r for r in manager.recent_records()})
+        self._table.add({r.run_id: r for r in manager.recent_records()})
         self._shown: dict[str, RunRecord] = {}  # what the browser has, as last sent
         self._last_summary: tuple[Any, ...] | None = None
         self._loop = manager.loop
         self.messages_sent = 0
         self.hand_off_s = 0.0  # seconds spent handing messages to ipykernel's IOPub thread
+        # Requests from the browser are rate-limited; replies over the limit are deferred.
+        self._clock = clock
+        self._page_bucket = TokenBucket(10, 5, clock)
+        self._detail_bucket = TokenBucket(10, 4, clock)
+        self._action_bucket = TokenBucket(10, 2, clock)  # retry, cancel-all, downloads
+        self._answer_bucket = TokenBucket(20, 10, clock)
+        self._notice_bucket = TokenBucket(20, 10, clock)
+        self._suppressed = 0  # notices dropped since the last one sent
+        self._deferred: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # The one run whose detail the browser shows, and how it pages its logs/steps.
+        self._detail_run: str | None = None
+        self._detail_query: dict[str, Any] = {}
+        self._detail_task: asyncio.Task[Any] | None = None
+        self._detail_timer: asyncio.TimerHandle | None = None
+        self._detail_sent_at = 0.0
+        self._cancel_offer: tuple[str, list[str], float] | None = None
+        self._downloading = False
+        self._display_handle: Any = None
         # The manager coalesces changes for us: one call per refresh period at most. Not on
         # the leading edge: a burst's first flush would take in every run still queued, and
         # take each in again when it finishes (the first rows show refresh_s later instead).
@@ -257,68 +239,27 @@ class RunPanel(anywidget.AnyWidget):
         _panels.add(self)
         self._history_task: asyncio.Task[None] | None = None
         loop = _running_loop()
-        if history > 0 and loop is not None:
-            self._history_task = loop.create_task(self.load_history(history))
+        if history > 0:
+            known = history_module.cached(manager)
+            if known is not None:  # read already in this kernel: show it at once
+                self._table.add_history(known[:history], self._opened_at)
+            if loop is not None:
+                self._history_task = loop.create_task(self._load_history_quietly(history))
 
     # ------------------------------------------------------------ the run table
-    def _add(self, changed: Mapping[str, RunRecord], *, live: bool = True) -> None:
-        """Take in the newest records of ``changed`` runs (``{run_id: record}``; new runs
-        go last).
+    @property
+    def table(self) -> RunTable:
+        """The panel's :class:`~ag_jupyter.widgets.run_table.RunTable`."""
+        return self._table
 
-        ``live``: the records come from this panel's manager, so a non-terminal one is
-        entered as its status and read back from the manager; False for stored history.
-
-        The hot path while the panel is open (every run passes here once or twice), so it
-        works in bulk: the per-record steps are C-level ``map``/``Counter``/``dict.update``
-        calls, and only new runs with a parent or tags take a Python-level step.
-        """
-        runs, counts = self._runs, self._counts
-        records = list(changed.values())
-        statuses = list(map(_status, records))
-        olds = list(map(runs.get, changed))
-        # Counter(iterable) and Counter.update count in C; subtract takes a mapping here
-        # (given an iterable it would loop in Python).
-        counts.subtract(Counter(filter(None, olds)))
-        counts.update(statuses)
-        runs.update(zip(changed, statuses, strict=True))
-        self._finished.update(
-            compress(changed.items(), map(_is_terminal, statuses)) if live else changed
-        )
-        new = list(compress(records, map(operator.not_, olds)))
-        if not new:
-            return
-        self._sessions.update(map(_session_id, new))
-        for record in compress(new, map(_parent_run_id, new)):
-            parent = record.parent_run_id
-            self._parents[record.run_id] = parent
-            self._children.setdefault(parent, []).append(record.run_id)
-            if parent in runs:
-                self._nested += 1
-        for tags in filter(None, map(_tags, new)):
-            self._tags.update(tags)
-        while len(runs) > MAX_RUNS:
-            self._drop_oldest()
-
-    def _record(self, run_id: str | None) -> RunRecord | None:
-        """The current record of a run the panel shows, or None."""
-        if run_id is None:
-            return None
-        record = self._finished.get(run_id)
-        if record is None and run_id in self._runs:
-            record = self._manager.find_record(run_id)  # O(1) for a live run
-            if record is not None and record.status.is_terminal:
-                self._finished[run_id] = record  # it ended in a way the panel missed
-        return record
-
-    def _drop_oldest(self) -> None:
-        runs = self._runs
-        run_id, status = runs.popitem(last=False)  # O(1); next(iter(dict)) degrades to O(n)
-        self._counts[status] -= 1
-        self._finished.pop(run_id, None)
-        if self._parents.pop(run_id, None) in runs:
-            self._nested -= 1
-        # its children still shown become top-level rows
-        self._nested -= sum(1 for c in self._children.pop(run_id, ()) if c in runs)
+    async def _load_history_quietly(self, limit: int) -> None:
+        added = await self.load_history(limit)
+        handle = self._display_handle
+        if added and handle is not None and time.time() - self._opened_at < SNAPSHOT_UPDATE_S:
+            # The display's text/html and text/plain snapshots were taken before the history
+            # was read: refresh them (a saved notebook shows the stored runs too).
+            with contextlib.suppress(Exception):
+                handle.update(self)
 
     async def load_history(self, limit: int = HISTORY_RUNS) -> int:
         """Add the newest ``limit`` runs from the manager's store that the panel does not
@@ -327,169 +268,91 @@ class RunPanel(anywidget.AnyWidget):
         Returns how many were added. A store error is logged and adds nothing.
         """
         try:
-            stored = await self._manager.list_records(limit=limit)
+            stored = await history_module.read_stored(self._manager, limit=limit)
         except Exception:
             log.exception("could not load run history for the panel")
             return 0
-        older = [  # newest first
-            record for record in stored
-            # not shown already, nor a run of this panel's time still on its way
-            if record.run_id not in self._runs
-            and record.created_at.timestamp() < self._opened_at
-        ]
-        self._add({r.run_id: r for r in older}, live=False)
-        for record in older:  # each goes in front of the newer ones
-            self._runs.move_to_end(record.run_id, last=False)
-        added = len(older)
-        if added:
-            # _add counts only the new runs' parents; runs shown already may have just
-            # got theirs from this history: recount.
-            runs = self._runs
-            self._nested = sum(
-                1 for run_id, parent in self._parents.items() if run_id in runs and parent in runs
-            )
-            if self.comm is not None:
-                self._send_page(reset=False)
+        added = self._table.add_history(stored, self._opened_at)
+        if added and self.comm is not None:
+            self._send_page(reset=False)
         return added
 
     def records(self) -> list[RunRecord]:
         """The current record of every run the panel shows, oldest first (filters aside)."""
         self._catch_up()
-        return [r for run_id in list(self._runs) if (r := self._record(run_id)) is not None]
+        return self._table.records()
 
     def _on_changes(self, changes: dict[str, RunRecord]) -> None:
         """RunManager.watch callback: the latest record of each run changed since the last
         call (at most one call per refresh period)."""
-        self._add(changes)
+        self._table.add(changes)
         if self.comm is not None:
             self._send_page(reset=False)
+            if self._detail_run is not None and self._detail_run in changes:
+                self._schedule_detail_refresh(0.3)
 
     def _catch_up(self) -> None:
         # Answer a request from current data, not data up to one refresh period old.
-        self._add(self._watch.take())
+        self._table.add(self._watch.take())
 
     # --------------------------------------------------------------- the page
-    def _top_level(self, record: RunRecord) -> bool:
-        parent = self._record(record.parent_run_id)
-        return parent is None or not self._view.matches(parent)
-
     def compute_page(self) -> dict[str, Any]:
-        """The page the current view shows (see the module doc), without sending it.
-
-        Without filters it walks newest-first just far enough to fill the page (totals are
-        kept as runs change); with filters it makes one pass over the runs. Either way at
-        most once per flush.
-        """
-        return self._build_page()[0]
-
-    def _build_page(self) -> tuple[dict[str, Any], dict[str, RunRecord]]:
-        # The page, and the record of each run in its order (the rows it shows).
-        # Live rows are read from the manager as they are now: take in the changes not
-        # delivered yet, so the counts agree with the rows.
+        """The page the current view shows (see the module doc), without sending it."""
         self._catch_up()
-        view = self._view
-        if view.filtered:
-            tops, live_matching = self._scan_filtered()
-            matching = len(tops)
-            page_count = max(1, math.ceil(matching / PAGE_SIZE))
-            view.page = min(view.page, page_count - 1)
-            tops = tops[view.page * PAGE_SIZE : (view.page + 1) * PAGE_SIZE]
-        else:
-            matching = len(self._runs) - self._nested
-            live_matching = sum(n for s, n in self._counts.items() if not s.is_terminal)
-            page_count = max(1, math.ceil(matching / PAGE_SIZE))
-            view.page = min(view.page, page_count - 1)
-            tops = self._newest_top_level(view.page * PAGE_SIZE, PAGE_SIZE)
-        order: list[list[Any]] = []
-        rows: dict[str, RunRecord] = {}
-        for record in tops:
-            self._append_with_children(order, rows, record, 0)
-        return {
-            "order": order,
-            "counts": {s.value: n for s, n in self._counts.items() if n},
-            "total": len(self._runs),
-            "matching": matching,
-            "live_matching": live_matching,
-            "page": view.page,
-            "page_count": page_count,
-            "page_size": PAGE_SIZE,
-            "facets": {
-                "sessions": sorted(self._sessions, key=lambda s: (s is None, s or "")),
-                "tags": sorted(self._tags),
-            },
-            "view": view.to_message(),
-        }, rows
+        return self._table.build_page(self._view)[0]
 
-    def _newest_top_level(self, skip: int, count: int) -> list[RunRecord]:
-        runs, parents = self._runs, self._parents
-        found: list[RunRecord] = []
-        for run_id in reversed(runs):
-            if parents.get(run_id) in runs:
-                continue
-            if skip:
-                skip -= 1
-                continue
-            record = self._record(run_id)
-            if record is not None:
-                found.append(record)
-                if len(found) == count:
-                    break
-        return found
-
-    def _scan_filtered(self) -> tuple[list[RunRecord], int]:
-        matches = self._view.matches
-        tops: list[RunRecord] = []
-        live_matching = 0
-        for run_id in reversed(self._runs):
-            record = self._record(run_id)
-            if record is None or not matches(record):
-                continue
-            if not record.status.is_terminal:
-                live_matching += 1
-            if self._top_level(record):
-                tops.append(record)
-        return tops, live_matching
-
-    def _append_with_children(
-        self, order: list[list[Any]], rows: dict[str, RunRecord], record: RunRecord, depth: int
-    ) -> None:
-        view = self._view
-        children = [
-            child
-            for child_id in self._children.get(record.run_id, ())
-            if (child := self._record(child_id)) is not None and view.matches(child)
-        ]
-        expanded = record.run_id in view.expanded or (
-            record.run_id not in view.collapsed and len(children) <= AUTO_EXPAND_CHILDREN
-        )
-        order.append([record.run_id, depth, len(children), bool(children) and expanded])
-        rows[record.run_id] = record
-        if children and expanded and depth < 20:
-            for child in children[:MAX_CHILDREN_SHOWN]:
-                self._append_with_children(order, rows, child, depth + 1)
+    def open_asks(self) -> list[dict[str, Any]] | None:
+        """The manager's open asks (``RunManager.pending_asks()``) as the front end shows
+        them (``run_table.ask_to_dict``), oldest first; None when listing them failed."""
+        try:
+            asks = self._manager.pending_asks()
+        except Exception as exc:
+            log.warning("could not list open asks: %s", exc)
+            return None
+        out = []
+        for ask in asks:
+            record = self._table.record(ask.run_id)
+            out.append(ask_to_dict(ask, graph_id=record.graph_id if record else None,
+                                   max_bytes=FILES_MAX_BYTES))
+        return out
 
     def _send_page(self, *, reset: bool) -> None:
-        page, shown = self._build_page()
+        self._catch_up()
+        page, shown = self._table.build_page(self._view)
+        asks = self.open_asks()
+        asks_part = None if asks is None else {"items": asks[:ASKS_SHOWN], "total": len(asks)}
         if reset:
             self._shown = {}
+        row = self._table.row
         upsert = [
-            record_to_row(record) for run_id, record in shown.items()
+            row(record) for run_id, record in shown.items()
             if self._shown.get(run_id) is not record  # records are frozen: identity = same
         ]
         summary = (page["order"], page["counts"], page["total"], page["live_matching"],
-                   page["page_count"], page["facets"])
+                   page["page_count"], page["facets"], asks_part)
         if not reset and not upsert and summary == self._last_summary:
             return  # nothing the browser shows changed
         self._shown, self._last_summary = shown, summary
         self.messages_sent += 1
         self._send_message({"type": "page", "reset": reset, "upsert": upsert,
-                            "server_time": time.time(), **page})
+                            "server_time": time.time(), "asks": asks_part, **page})
 
-    def _notice(self, text: str, level: str = "error") -> None:
-        self._send_message({"type": "notice", "level": level, "text": text})
+    def _notice(self, text: str, level: str = "error", *, force: bool = False,
+                **extra: Any) -> None:
+        """Send a notice; past the notice rate limit it is dropped and counted (the next
+        one sent says how many were). ``force``: the outcome of a request that was itself
+        rate-limited (Cancel all, Retry, an answer), always sent."""
+        if not self._notice_bucket.take() and not force:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            text = f"{text} ({self._suppressed} more notices were dropped)"
+            self._suppressed = 0
+        self._send_message({"type": "notice", "level": level, "text": text, **extra})
 
-    def _send_message(self, content: dict[str, Any]) -> None:
-        self.send(content)
+    def _send_message(self, content: dict[str, Any],
+                      buffers: list[bytes] | None = None) -> None:
+        self.send(content, buffers=buffers)
         # See .iopub: on a saturated loop the IOPub thread would otherwise wait for the GIL.
         self.hand_off_s += hand_off()
 
@@ -503,50 +366,312 @@ class RunPanel(anywidget.AnyWidget):
             self.handle_message(content)
 
     def handle_message(self, content: Any) -> None:
-        """Validate and act on one message from the front end (see the module doc)."""
-        if not isinstance(content, dict) or content.get("type") not in KNOWN_ACTIONS:
-            kind = content.get("type") if isinstance(content, dict) else type(content).__name__
-            self._notice(f"ignored an unknown panel action {kind!r}")
-            return
-        action = content["type"]  # pages and records() take in undelivered changes first
-        if action == "hello":
-            self._send_page(reset=True)
-        elif action == "view":
-            try:
-                self._view = view_from_message(content)
-            except ValueError as exc:
-                self._notice(f"ignored a bad view request: {exc}")
-                return
-            self._send_page(reset=True)
-        elif action == "cancel":
-            self._cancel([content.get("run_id")])
-        elif action == "cancel_many":
-            run_ids = content.get("run_ids")
-            if not isinstance(run_ids, list) or len(run_ids) > MAX_RUNS:
-                self._notice("cancel_many needs a list of run ids")
-                return
-            self._cancel(run_ids)
-        else:  # cancel_matching
-            matching = [
-                r.run_id for r in self.records()
-                if not r.status.is_terminal and self._view.matches(r)
-            ]
-            if not matching:
-                self._notice("no live runs match the current filters", level="info")
-            self._cancel(matching)
+        """Validate and act on one message from the front end (see the module doc).
 
-    def _cancel(self, run_ids: list[Any]) -> None:
-        bad = [rid for rid in run_ids if not isinstance(rid, str)]
-        if bad:
-            self._notice(f"ignored cancel of invalid run id(s) {bad[:3]!r}")
-        for run_id in (rid for rid in run_ids if isinstance(rid, str)):
+        Never raises: a malformed or refused request gets an error notice.
+        """
+        action = content.get("type") if isinstance(content, dict) else None
+        handler = self._ACTIONS.get(action) if isinstance(action, str) else None
+        if handler is None:
+            kind = action if isinstance(content, dict) else type(content).__name__
+            self._notice(f"ignored an unknown panel action {_short(kind)}")
+            return
+        try:
+            handler(self, content)
+        except _Refused as exc:
+            self._notice(f"ignored a bad {action} request: {exc}")
+        except Exception as exc:  # a bug here must not reach the kernel's cell or log
+            log.warning("the run panel failed on a %s request: %r", action, exc)
+            self._notice(f"the panel could not handle {action}: {type(exc).__name__}: {exc}")
+
+    # pages ------------------------------------------------------------------------
+    def _on_hello(self, content: dict[str, Any]) -> None:
+        self._page_request()
+
+    def _on_view(self, content: dict[str, Any]) -> None:
+        try:
+            view = view_from_message(content)
+        except ValueError as exc:
+            self._notice(f"ignored a bad view request: {exc}")
+            return
+        self._view = view
+        self._page_request()
+
+    def _page_request(self) -> None:
+        if self._page_bucket.take():
+            self._send_page(reset=True)
+        else:  # over the limit: one reset page later, for the latest view
+            self._defer("page", self._page_bucket, lambda: self._send_page(reset=True))
+
+    def _defer(self, key: str, bucket: TokenBucket, action: Callable[[], None]) -> None:
+        """Run ``action`` once ``bucket`` has a token again; a later deferral with the same
+        key replaces an earlier one that has not run (latest wins)."""
+        old = self._deferred.pop(key, None)
+        if old is not None:
+            old.cancel()
+        loop = self._loop or _running_loop()
+        if loop is None:
+            return
+
+        def run() -> None:
+            self._deferred.pop(key, None)
+            bucket.take()
             try:
-                record = self._manager.request_cancel(run_id, reason="panel_cancel")
+                action()
+            except Exception as exc:
+                log.warning("the run panel failed on a deferred %s: %r", key, exc)
+
+        self._deferred[key] = loop.call_later(bucket.wait_s() + 0.001, run)
+
+    # cancelling ---------------------------------------------------------------------
+    def _on_cancel(self, content: dict[str, Any]) -> None:
+        run_id = content.get("run_id")
+        if not isinstance(run_id, str) or len(run_id) > ID_CHARS:
+            self._notice(f"ignored cancel of invalid run id {_short(run_id)}")
+            return
+        try:
+            record = self._manager.request_cancel(run_id, reason="panel_cancel")
+        except RunNotFoundError:
+            self._notice(f"no run with id {_short(run_id)} in this kernel; nothing cancelled")
+            return
+        if record.status.is_terminal:
+            self._notice(f"run {run_id} already {record.status.value}", level="info")
+
+    def _on_cancel_matching_prepare(self, content: dict[str, Any]) -> None:
+        if not self._action_bucket.take():
+            raise _Refused("too many requests; try again in a moment")
+        self._catch_up()
+        ids = self._table.live_matching_ids(self._view)
+        token = secrets.token_hex(8)
+        self._cancel_offer = (token, ids, self._clock() + CANCEL_OFFER_S)
+        if not ids:
+            self._notice("no live runs match the current filters", level="info")
+        self._send_message({"type": "cancel_offer", "token": token, "count": len(ids),
+                            "sample": ids[:5], "view": self._view.to_message()})
+
+    def _on_cancel_matching(self, content: dict[str, Any]) -> None:
+        offer, self._cancel_offer = self._cancel_offer, None
+        token = content.get("token")
+        if offer is None or token != offer[0] or self._clock() > offer[2]:
+            self._notice("this Cancel all confirmation is no longer valid; nothing was "
+                         "cancelled. Click Cancel all again.")
+            return
+        requested = finished = 0
+        for run_id in offer[1]:
+            try:
+                record = self._manager.request_cancel(run_id, reason="panel_cancel_all")
             except RunNotFoundError:
-                self._notice(f"no run with id {run_id!r} in this kernel; nothing cancelled")
+                finished += 1
                 continue
             if record.status.is_terminal:
-                self._notice(f"run {run_id} already {record.status.value}", level="info")
+                finished += 1
+            else:
+                requested += 1
+        more = f"; {finished} had already finished" if finished else ""
+        self._notice(f"cancel requested for {requested} run(s){more}", level="info", force=True)
+
+    # detail -----------------------------------------------------------------------
+    def _on_detail(self, content: dict[str, Any]) -> None:
+        run_id = _run_id(content)
+        search, levels = _log_query(content, "log_search", "log_levels")
+        self._detail_run = run_id
+        self._detail_query = {"log_offset": None, "search": search, "levels": levels,
+                              "steps_offset": None}
+        self._detail_request("detail", lambda: self._start_detail(run_id))
+
+    def _on_detail_close(self, content: dict[str, Any]) -> None:
+        self._detail_run = None
+        self._cancel_detail()
+
+    def _on_logs(self, content: dict[str, Any]) -> None:
+        run_id = _run_id(content)
+        if run_id != self._detail_run:
+            raise _Refused(f"run {run_id} is not the open detail; open it first")
+        offset = _offset(content)
+        search, levels = _log_query(content, "search", "levels")
+        self._detail_query.update(log_offset=offset, search=search, levels=levels)
+        self._detail_request("logs", lambda: self._spawn(self._send_logs(run_id), "ag-panel-logs"))
+
+    def _on_steps(self, content: dict[str, Any]) -> None:
+        run_id = _run_id(content)
+        if run_id != self._detail_run:
+            raise _Refused(f"run {run_id} is not the open detail; open it first")
+        self._detail_query["steps_offset"] = _offset(content)
+        self._detail_request("steps",
+                             lambda: self._spawn(self._send_steps(run_id), "ag-panel-steps"))
+
+    def _detail_request(self, key: str, action: Callable[[], Any]) -> None:
+        # Over the limit, the latest request of each kind waits for a token.
+        if self._detail_bucket.take():
+            action()
+        else:
+            self._defer(key, self._detail_bucket, action)
+
+    def _start_detail(self, run_id: str) -> None:
+        if run_id != self._detail_run:
+            return  # closed or replaced meanwhile
+        if self._detail_task is not None and not self._detail_task.done():
+            self._detail_task.cancel()
+        self._detail_task = self._spawn(self._send_detail(run_id), "ag-panel-detail")
+
+    def _cancel_detail(self) -> None:
+        if self._detail_task is not None and not self._detail_task.done():
+            self._detail_task.cancel()
+        self._detail_task = None
+        if self._detail_timer is not None:
+            self._detail_timer.cancel()
+            self._detail_timer = None
+
+    def _schedule_detail_refresh(self, delay_s: float) -> None:
+        loop = self._loop or _running_loop()
+        if loop is None or self._detail_run is None or self._detail_timer is not None:
+            return
+        wait = max(delay_s, self._detail_sent_at + DETAIL_REFRESH_S - self._clock())
+        run_id = self._detail_run
+
+        def refresh() -> None:
+            self._detail_timer = None
+            if self._detail_task is None or self._detail_task.done():
+                self._start_detail(run_id)
+
+        self._detail_timer = loop.call_later(wait, refresh)
+
+    async def read_detail(self, run_id: str) -> dict[str, Any]:
+        """The ``detail`` message for ``run_id`` as the panel would send it now (see
+        :class:`~ag_jupyter.widgets.detail.RunDetailReader`).
+
+        Raises:
+          RunNotFoundError: if no run has this id.
+        """
+        self._catch_up()
+        query = self._detail_query if run_id == self._detail_run else {}
+        return await self._reader.detail(run_id, query)
+
+    async def _send_detail(self, run_id: str) -> None:
+        try:
+            message = await self.read_detail(run_id)
+        except RunNotFoundError:
+            if run_id == self._detail_run:
+                self._detail_run = None
+                self._notice(f"no run with id {_short(run_id)}; nothing to show")
+            return
+        if run_id != self._detail_run or self.comm is None:
+            return  # closed or replaced while reading
+        self._detail_sent_at = self._clock()
+        self._send_message(message)
+        status = message["record"]["status"]
+        if status not in ("succeeded", "failed", "canceled"):
+            self._schedule_detail_refresh(DETAIL_LIVE_REFRESH_S)
+
+    async def _send_logs(self, run_id: str) -> None:
+        page = await self._reader.logs(run_id, self._detail_query)
+        if run_id == self._detail_run:
+            self._send_message({"type": "logs", "run_id": run_id, "logs": page})
+
+    async def _send_steps(self, run_id: str) -> None:
+        steps = await self._reader.steps(run_id, self._detail_query.get("steps_offset"))
+        if run_id == self._detail_run:
+            self._send_message({"type": "steps", "run_id": run_id, "steps": steps})
+
+    # retry ------------------------------------------------------------------------
+    def _on_retry(self, content: dict[str, Any]) -> None:
+        run_id = _run_id(content)
+        if not self._action_bucket.take():
+            raise _Refused("too many requests; try again in a moment")
+        self._spawn(self._retry(run_id), f"ag-panel-retry:{run_id}")
+
+    async def _retry(self, run_id: str) -> None:
+        try:
+            record = await self._manager.retry_run(run_id)
+        except Exception as exc:
+            self._notice(f"could not retry {run_id}: {type(exc).__name__}: {exc}", force=True)
+            return
+        self._notice(f"retrying {run_id} as {record.run_id}", level="info", force=True)
+        self._send_message({"type": "retried", "run_id": run_id, "new_run_id": record.run_id})
+        self._send_page(reset=False)
+
+    # asks -------------------------------------------------------------------------
+    def _on_answer(self, content: dict[str, Any]) -> None:
+        raw_id = content.get("ask_id")
+        ask_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= ID_CHARS else None
+        try:
+            ask_id, value = check_answer(content, max_bytes=FILES_MAX_BYTES)
+        except ValueError as exc:
+            self._notice(f"ignored a bad answer: {exc}", ask_id=ask_id)
+            return
+        if not self._answer_bucket.take():
+            self._notice("too many answers at once; try again in a moment", ask_id=ask_id)
+            return
+        self._spawn(self._answer(ask_id, value), f"ag-panel-answer:{ask_id}")
+
+    async def _answer(self, ask_id: str, value: Any) -> None:
+        try:
+            await self._manager.answer(ask_id, value)
+        except (AskError, LookupError, ValueError, TypeError) as exc:
+            # unknown, answered, timed out or canceled asks; a choice that is no option;
+            # files over the runtime's caps
+            self._notice(f"could not answer {ask_id}: {exc}", force=True, ask_id=ask_id)
+            return
+        except Exception as exc:  # a closed-ask error of another kind, or a failure
+            log.debug("answering ask %s failed: %r", ask_id, exc)
+            self._notice(f"could not answer {ask_id}: {type(exc).__name__}: {exc}",
+                         force=True, ask_id=ask_id)
+            return
+        self._send_message({"type": "answered", "ask_id": ask_id})
+        self._send_page(reset=False)
+
+    # downloads --------------------------------------------------------------------
+    def _on_download(self, content: dict[str, Any]) -> None:
+        run_id = _run_id(content)
+        artifact_id = _run_id(content, "artifact_id")
+        if self._downloading:
+            raise _Refused("a download is already on its way; wait for it")
+        if not self._action_bucket.take():
+            raise _Refused("too many requests; try again in a moment")
+        self._downloading = True
+        self._spawn(self._download(run_id, artifact_id), "ag-panel-download")
+
+    async def _download(self, run_id: str, artifact_id: str) -> None:
+        try:
+            message, data = await self._reader.download(run_id, artifact_id)
+        except Exception as exc:
+            self._notice(f"could not download: {type(exc).__name__}: {exc}")
+            return
+        finally:
+            self._downloading = False
+        self._send_message(message, buffers=[data])
+
+    _ACTIONS: ClassVar[dict[str, Callable[[RunPanel, dict[str, Any]], None]]] = {
+        "hello": _on_hello,
+        "view": _on_view,
+        "cancel": _on_cancel,
+        "cancel_matching_prepare": _on_cancel_matching_prepare,
+        "cancel_matching": _on_cancel_matching,
+        "detail": _on_detail,
+        "detail_close": _on_detail_close,
+        "logs": _on_logs,
+        "steps": _on_steps,
+        "retry": _on_retry,
+        "answer": _on_answer,
+        "download": _on_download,
+    }
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
+        loop = self._loop or _running_loop()
+        if loop is None:
+            coro.close()
+            return None
+        task = loop.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.warning("run panel task %s failed: %r", task.get_name(), exc)
+            self._notice(f"the panel failed: {type(exc).__name__}: {exc}")
 
     # -------------------------------------------------------------- display
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -554,9 +679,18 @@ class RunPanel(anywidget.AnyWidget):
         data = bundle[0] if isinstance(bundle, tuple) else bundle
         if isinstance(data, dict):
             records = [r for r in self.records() if self._view.matches(r)]
-            data["text/plain"] = text_table(records)
-            data["text/html"] = html_table(records, title=self.title)
+            asks = self.open_asks() or []
+            data["text/plain"] = text_table(records, asks=asks)
+            data["text/html"] = html_table(records, title=self.title, asks=asks)
         return bundle
+
+    def display(self) -> Any:
+        """Display the panel with a display id (returned), so its text/html and text/plain
+        snapshots can be refreshed once the stored history is read."""
+        from IPython.display import display
+
+        self._display_handle = display(self, display_id=True)
+        return self._display_handle
 
     def close(self) -> None:
         """Stop watching the manager and close the widget model."""
@@ -566,9 +700,20 @@ class RunPanel(anywidget.AnyWidget):
         task = getattr(self, "_history_task", None)
         if task is not None:
             task.cancel()
+        for handle in list(getattr(self, "_deferred", {}).values()):
+            handle.cancel()
+        if hasattr(self, "_detail_task"):
+            self._cancel_detail()
+        for pending in list(getattr(self, "_tasks", ())):
+            pending.cancel()
         _panels.discard(self)
         with contextlib.suppress(Exception):
             super().close()
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

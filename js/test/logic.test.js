@@ -25,7 +25,7 @@ import {
   withFilters,
   withPage,
   withToggle,
-} from "../run_panel.js";
+} from "../../ag_jupyter/widgets/static/run_panel.js";
 
 /** A complete, valid row; `extra` overrides fields. */
 function row(runId, extra = {}) {
@@ -41,6 +41,12 @@ function row(runId, extra = {}) {
     error: null,
     traceback: null,
     parent_run_id: null,
+    agent_id: null,
+    app_id: null,
+    usage: null,
+    progress: null,
+    retry_of: null,
+    open_asks: 0,
     ...extra,
   };
 }
@@ -105,7 +111,7 @@ describe("applyPageMessage", () => {
     assert.equal(state.page, 1);
     assert.equal(state.pageCount, 3);
     assert.equal(state.pageSize, 2);
-    assert.deepEqual(state.facets, { sessions: ["s1", null], tags: ["t"] });
+    assert.deepEqual(state.facets, { sessions: ["s1", null], tags: ["t"], graphs: [] });
     assert.equal(state.offset, 5);
     assert.deepEqual([...change.changed].sort(), ["c1", "c2", "p", "q"]);
     assert.equal(change.orderChanged, true);
@@ -235,7 +241,7 @@ describe("applyPageMessage", () => {
     assert.equal(state.pageCount, 1);
     assert.equal(state.page, 0, "page clamped into the page count");
     assert.equal(state.pageSize, 50);
-    assert.deepEqual(state.facets, { sessions: ["s", null], tags: [] });
+    assert.deepEqual(state.facets, { sessions: ["s", null], tags: [], graphs: [] });
     assert.equal(state.offset, 0);
   });
 
@@ -297,6 +303,7 @@ describe("view state and view messages", () => {
       page: 0,
       status: "all",
       session: "",
+      graph: "",
       tag: "",
       search: "",
       expanded: [],
@@ -310,6 +317,7 @@ describe("view state and view messages", () => {
       page: -2,
       status: 5,
       session: null,
+      graph: "",
       tag: {},
       search: ["x"],
       expanded: "a",
@@ -320,6 +328,7 @@ describe("view state and view messages", () => {
       page: 0,
       status: "all",
       session: null,
+      graph: "",
       tag: "",
       search: "",
       expanded: [],
@@ -340,6 +349,7 @@ describe("view state and view messages", () => {
       page: 0,
       status: "failed",
       session: "",
+      graph: "",
       tag: "",
       search: "",
       expanded: ["p"],
@@ -517,7 +527,7 @@ describe("untrusted text stays text", () => {
     applyPageMessage(state, page({ order: [leaf(hostile)], upsert: [row(hostile)], facets }));
     assert.deepEqual(orderIds(state), [hostile]);
     assert.equal(state.rows.get(hostile).run_id, hostile);
-    assert.deepEqual(state.facets, { sessions: [hostile], tags: [amp] });
+    assert.deepEqual(state.facets, { sessions: [hostile], tags: [amp], graphs: [] });
   });
 });
 

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, mock, test } from "node:test";
 
 import { FakeDocument, FakeModel } from "../test_support/fake_dom.js";
-import { SEARCH_DEBOUNCE_MS } from "../run_panel.js";
+import { SEARCH_DEBOUNCE_MS } from "../../ag_jupyter/widgets/static/run_panel.js";
 
 const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const frame = () => wait(40); // longer than the 16 ms frame fallback
@@ -53,7 +53,7 @@ afterEach(() => {
 });
 
 async function mount(title = "Runs") {
-  const panel = (await import("../run_panel.js")).default;
+  const panel = (await import("../../ag_jupyter/widgets/static/run_panel.js")).default;
   const doc = new FakeDocument();
   const el = doc.createElement("div");
   const model = new FakeModel({ title });
@@ -79,17 +79,17 @@ function choose(control, value, event = "change") {
 
 describe("module", () => {
   test("imports in node without a DOM and exposes render", async () => {
-    const mod = await import("../run_panel.js");
+    const mod = await import("../../ag_jupyter/widgets/static/run_panel.js");
     assert.equal(typeof mod.default.render, "function");
     assert.equal(mod.default.render, mod.render);
   });
 });
 
 describe("render (fake DOM)", () => {
-  test("says hello, injects one style, shows the empty text", async () => {
+  test("says hello, injects no style (run_panel.css is the widget's _css), shows the empty text", async () => {
     const { el, model, q } = await mount();
     assert.deepEqual(model.sent, [{ type: "hello" }]);
-    assert.equal(el.querySelectorAll("style").length, 1);
+    assert.equal(el.querySelectorAll("style").length, 0);
     assert.ok(q("div.ag-run-panel"));
     assert.ok(!q(".ag-empty").hidden);
     assert.match(q(".ag-empty").textContent, /No runs yet\. Spawn one with context\.runner\(\)\.spawn_run/);
@@ -150,7 +150,7 @@ describe("render (fake DOM)", () => {
     assert.equal(q("span.ag-page-info").textContent, "page 2 of 4");
     assert.ok(!q("button.ag-prev").disabled);
     assert.ok(!q("button.ag-next").disabled);
-    assert.equal(q("button.ag-cancel-visible").textContent, "Cancel all visible (4)");
+    assert.equal(q("button.ag-cancel-visible").textContent, "Cancel all (4)");
 
     const chip = tr("top").querySelector(".ag-status");
     assert.equal(chip.getAttribute("data-status"), "failed");
@@ -301,6 +301,7 @@ describe("render (fake DOM)", () => {
       page: 0,
       status: "failed",
       session: "",
+      graph: "",
       tag: "",
       search: "",
       expanded: [],
@@ -340,6 +341,7 @@ describe("render (fake DOM)", () => {
       page: 0,
       status: "all",
       session: null,
+      graph: "",
       tag: "x",
       search: "",
       expanded: [],
@@ -368,6 +370,7 @@ describe("render (fake DOM)", () => {
       page: 0,
       status: "all",
       session: "",
+      graph: "",
       tag: "",
       search: "boom",
       expanded: [],
@@ -425,6 +428,7 @@ describe("render (fake DOM)", () => {
       page: 1,
       status: "all",
       session: "",
+      graph: "",
       tag: "",
       search: "",
       expanded: [],
@@ -441,23 +445,56 @@ describe("render (fake DOM)", () => {
     assert.deepEqual([views().at(-1).expanded, views().at(-1).collapsed], [["q", "p"], []]);
   });
 
-  test("cancel all visible sends cancel_matching and is disabled with nothing live", async () => {
+  test("Cancel all asks the kernel for its exact set, states the number, and waits for a yes", async () => {
     const { model, q, tr, send } = await mount();
     const button = q("button.ag-cancel-visible");
     await send(pageMsg([row("a"), row("b", { status: "failed", finished_at: 101 })], { live_matching: 7 }));
     assert.ok(!button.disabled);
-    assert.equal(button.textContent, "Cancel all visible (7)");
+    assert.equal(button.textContent, "Cancel all (7)");
+    assert.match(button.getAttribute("title"), /7 live runs matching the current filters, on every page/);
     button.dispatch("click");
-    assert.deepEqual(model.sent.at(-1), { type: "cancel_matching" });
+    assert.deepEqual(model.sent.at(-1), { type: "cancel_matching_prepare" }, "nothing is cancelled yet");
+    assert.ok(q("div.ag-confirm").hidden, "no question before the kernel says how many");
+    // the kernel's count is what the question states (here 6: one finished meanwhile)
+    await send({ type: "cancel_offer", token: "tok", count: 6, sample: ["a", "r2"], view: {} });
+    assert.ok(!q("div.ag-confirm").hidden);
+    assert.equal(q(".ag-confirm-text").textContent, "Cancel 6 live runs matching the current filters (on every page)?");
+    assert.equal(q(".ag-confirm-sample").textContent, " a, r2, …");
+    assert.equal(q("button.ag-confirm-yes").textContent, "Cancel 6 runs");
+    // "Keep them" sends nothing
+    const before = model.sent.length;
+    q("button.ag-confirm-no").dispatch("click");
+    assert.equal(model.sent.length, before);
+    assert.ok(q("div.ag-confirm").hidden);
+    // ask again, say yes: the token goes back, exactly once
+    button.dispatch("click");
+    await send({ type: "cancel_offer", token: "tok2", count: 6, sample: [], view: {} });
+    q("button.ag-confirm-yes").dispatch("click");
+    assert.deepEqual(model.sent.at(-1), { type: "cancel_matching", token: "tok2" });
+    assert.ok(q("div.ag-confirm").hidden);
+    q("button.ag-confirm-yes").dispatch("click");
+    assert.equal(model.sent.filter((m) => m.type === "cancel_matching").length, 1);
     await frame();
     assert.equal(tr("a").querySelector("button.ag-cancel").textContent, "Cancelling…", "shown at once");
 
     await send(pageMsg([row("b", { status: "failed", finished_at: 101 })], { live_matching: 0 }));
     assert.ok(button.disabled);
-    assert.equal(button.textContent, "Cancel all visible");
+    assert.equal(button.textContent, "Cancel all");
     const sent = model.sent.length;
     button.dispatch("click");
     assert.equal(model.sent.length, sent, "nothing sent when nothing is live");
+  });
+
+  test("an offer of nothing shows no question, and a filter change drops a pending one", async () => {
+    const { q, send } = await mount();
+    await send(pageMsg([row("a")], { live_matching: 1 }));
+    await send({ type: "cancel_offer", token: "t", count: 0, sample: [] });
+    assert.ok(q("div.ag-confirm").hidden);
+    await send({ type: "cancel_offer", token: "t", count: 1, sample: ["a"] });
+    assert.ok(!q("div.ag-confirm").hidden);
+    assert.equal(q("button.ag-confirm-yes").textContent, "Cancel 1 run");
+    choose(q("select.ag-filter-status"), "failed");
+    assert.ok(q("div.ag-confirm").hidden, "the offer was for the old filters");
   });
 
   test("live durations tick with the server clock offset", async () => {

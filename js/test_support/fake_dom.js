@@ -183,12 +183,22 @@ class FakeElement extends FakeNode {
     this.listeners.set(type, list.filter((f) => f !== fn));
   }
 
-  /** Dispatch a bubbling event of `type` with this element as target. */
-  dispatch(type) {
-    const event = { type, target: this, preventDefault() {}, stopPropagation() {} };
+  /** Dispatch a bubbling event of `type` with this element as target (`props`: e.g. key). */
+  dispatch(type, props = {}) {
+    const event = {
+      type,
+      target: this,
+      defaultPrevented: false,
+      preventDefault() {
+        this.defaultPrevented = true;
+      },
+      stopPropagation() {},
+      ...props,
+    };
     for (let n = this; n; n = n.parentNode) {
       for (const fn of n.listeners?.get(type) || []) fn(event);
     }
+    return event;
   }
 
   /** Count of event listeners still attached (for cleanup checks). */
