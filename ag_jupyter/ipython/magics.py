@@ -25,9 +25,10 @@ from ..runtime import (
     RunRecord,
     get_run_manager,
 )
+from ..runtime.models import format_duration
 from ..runtime.run_manager import check_positive
 from ..widgets import history
-from ..widgets.snapshot import format_duration, parse_statuses, text_table
+from ..widgets.snapshot import parse_statuses, text_table
 from .blocking import kernel_loop_is_running, run_blocking
 
 log = logging.getLogger("ag_jupyter.ipython")

@@ -119,7 +119,7 @@ class RunRecord(BaseModel):
         ``meta``) and the other fields are left out (they are attributes).
         """
         parts = [f"<RunRecord {self.run_id} graph={self.graph_id} status={self.status.value}"]
-        duration = _format_duration(self.duration_s)
+        duration = format_duration(self.duration_s)
         if duration:
             parts.append(duration)
         if self.error:
@@ -139,7 +139,7 @@ class RunRecord(BaseModel):
             ("created", _format_time(self.created_at)),
             ("started", _format_time(self.started_at)),
             ("finished", _format_time(self.finished_at)),
-            ("duration", _format_duration(self.duration_s)),
+            ("duration", format_duration(self.duration_s)),
             ("tags", ", ".join(self.tags)),
             ("error", _shorten(self.error, HTML_ERROR_CHARS) if self.error else None),
         ]
@@ -173,8 +173,9 @@ def _shorten(text: str, limit: int) -> str:
     return first
 
 
-def _format_duration(seconds: float | None) -> str:
-    """``850 ms``, ``12.3 s``, ``4m 05s``, ``1h 02m``; empty for None (as the panel)."""
+def format_duration(seconds: float | None) -> str:
+    """A duration in seconds as people read it: ``850 ms``, ``12.3 s``, ``4m 05s``,
+    ``1h 02m``; empty for None (records' reprs, the panel, the magics)."""
     if seconds is None:
         return ""
     if seconds < 1:

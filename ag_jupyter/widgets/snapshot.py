@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from ..runtime.models import LIVE_STATUSES, RunRecord, RunStatus
+from ..runtime.models import LIVE_STATUSES, RunRecord, RunStatus, format_duration
 
 STATUS_COLOURS = {
     RunStatus.pending: "#6b7280",
@@ -43,21 +43,6 @@ def parse_statuses(status: str | None) -> frozenset[RunStatus] | None:
         raise ValueError(
             f"unknown status {status!r}; use 'all', 'live' or one of: {', '.join(RunStatus)}"
         ) from None
-
-
-def format_duration(seconds: float | None) -> str:
-    """``850 ms``, ``12.3 s``, ``4m 05s``, ``1h 02m``; empty for None."""
-    if seconds is None:
-        return ""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        minutes, secs = divmod(int(seconds), 60)
-        return f"{minutes}m {secs:02d}s"
-    hours, rest = divmod(int(seconds), 3600)
-    return f"{hours}h {rest // 60:02d}m"
 
 
 def format_started(ts: datetime | None, now: datetime | None = None) -> str:
