@@ -14,9 +14,12 @@ from typing import Any
 
 from ..runtime import (
     close_all_mcp_clients_soon,
+    close_dask_executors,
     configure_mcp_servers,
     current_run_managers,
     set_blocking_waits,
+    set_dask_address,
+    set_default_executor,
     set_run_manager_factory,
 )
 from ..runtime.defaults import build_manager
@@ -52,6 +55,13 @@ def load_ipython_extension(shell: Any) -> None:
 
     config.observe(apply_blocking_waits, "blocking_waits")
     set_blocking_waits(config.blocking_waits)
+
+    def apply_dask_address(change: dict[str, Any]) -> None:
+        set_dask_address(change["new"])  # new Dask runs go there; live ones stay
+
+    config.observe(apply_dask_address, "dask_address")
+    set_dask_address(config.dask_address)
+    set_default_executor(config.executor)  # from ipython_config.py (validated on assignment)
     if config.mcp_servers:  # from ipython_config.py: validation only runs on assignment
         configure_mcp_servers(config.mcp_servers)
     setattr(
@@ -64,6 +74,7 @@ def load_ipython_extension(shell: Any) -> None:
             observers={
                 "max_concurrency": apply_concurrency,
                 "blocking_waits": apply_blocking_waits,
+                "dask_address": apply_dask_address,
             },
         ),
     )
@@ -98,5 +109,9 @@ def unload_ipython_extension(shell: Any) -> None:
     # MCP servers are the extension's to stop (runs keep running, the servers do not).
     configure_mcp_servers({})
     close_all_mcp_clients_soon()
+    # The kernel's Dask cluster (if it started one) closes once its live runs end.
+    set_default_executor(None)
+    set_dask_address(None)
+    close_dask_executors(when_idle=True)
     set_run_manager_factory(None)
     delattr(shell, STATE_ATTR)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from . import current
 from .errors import GraphNotFoundError, RunInputError
+from .executors.names import check_executor
 
 CONTEXT_PARAM_NAMES = ("context", "ctx")
 
@@ -528,8 +529,6 @@ def graph_fn(
       ExecutorNotAvailableError: for ``executor="dask"`` without ``distributed``
         installed (``pip install 'ag-jupyter[dask]'``).
     """
-    from .executors import check_executor
-
     executor = check_executor(executor, where="graph_fn(executor=...)")
     agent_cfg = _config_dict("as_agent", as_agent)
     if agent is not None:

@@ -21,25 +21,22 @@ process per core, started on the first Dask run and closed with the loop's manag
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from ..errors import ExecutorNotAvailableError
-from .base import EXECUTOR_NAMES, Executor
+from .base import Executor
 from .local import LOCAL_EXECUTOR, LocalExecutor
-
-if TYPE_CHECKING:
-    from ..graphs import GraphSpec
-    from ..run_manager import RunManager
-    from .dask import DaskExecutor, DaskSettings
+from .names import EXECUTOR_NAMES, INSTALL_HINT, check_executor, dask_installed
 
 __all__ = [
     "EXECUTOR_NAMES",
+    "INSTALL_HINT",
     "LOCAL_EXECUTOR",
+    "DaskSettings",
     "Executor",
     "LocalExecutor",
     "check_executor",
@@ -47,16 +44,18 @@ __all__ = [
     "close_dask_executors",
     "configure_dask",
     "dask_executor_for",
+    "dask_installed",
+    "dask_settings",
     "default_executor",
     "set_dask_address",
     "set_dask_client",
+    "set_dask_executor_factory",
     "set_default_executor",
     "use_session_executor",
 ]
 
 #: Environment variable read when :func:`set_default_executor` was never called.
 EXECUTOR_ENV = "AG_EXECUTOR"
-INSTALL_HINT = "pip install 'ag-jupyter[dask]'"
 
 _lock = threading.Lock()
 _default: str | None = None
@@ -64,34 +63,41 @@ _dask_address: str | None = None
 _dask_client: Any = None
 _cluster_options: dict[str, Any] = {}
 _sessions: dict[str, list[str]] = {}
-_dask_executors: weakref.WeakKeyDictionary[Any, DaskExecutor] = weakref.WeakKeyDictionary()
+_dask_executors: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+#: Builds a manager's Dask executor: ``factory(manager, settings_getter)``. Installed by the
+#: composition root (``defaults.py``: ``executors/dask.py`` sits above the manager, which
+#: imports this package, so this package never imports it).
+_dask_factory: Callable[[Any, Callable[[], DaskSettings]], Any] | None = None
 
 
-def dask_installed() -> bool:
-    """Whether ``distributed`` can be imported (checked without importing it)."""
-    return importlib.util.find_spec("distributed") is not None
+@dataclass(frozen=True)
+class DaskSettings:
+    """Where Dask runs go (see :func:`configure_dask`).
 
-
-def check_executor(name: Any, *, where: str = "executor") -> str | None:
-    """Validate an executor name (None means "no preference") and return it.
-
-    Raises:
-      ValueError: for a name other than ``"local"`` / ``"dask"``.
-      ExecutorNotAvailableError: for ``"dask"`` without ``distributed`` installed.
+    Attributes:
+      address: a scheduler address (``tcp://host:8786``), or None.
+      client: a ``distributed.Client`` whose scheduler to use, or None.
+      cluster_options: keyword arguments for the ``LocalCluster`` started when neither
+        is given (defaults: one single-threaded worker process per core, processes=True).
     """
-    if name is None:
-        return None
-    if name not in EXECUTOR_NAMES:
-        raise ValueError(
-            f"{where} must be one of {', '.join(map(repr, EXECUTOR_NAMES))} (or None), got "
-            f"{name!r}"
-        )
-    if name == "dask" and not dask_installed():
-        raise ExecutorNotAvailableError(
-            f"{where}='dask' needs the 'distributed' package, which is not installed: "
-            f"{INSTALL_HINT}"
-        )
-    return str(name)
+
+    address: str | None = None
+    client: Any = None
+    cluster_options: tuple[tuple[str, Any], ...] = ()
+
+    def key(self) -> tuple[Any, ...]:
+        """What identifies a connection: settings with the same key share one."""
+        return (self.address, id(self.client) if self.client is not None else None,
+                self.cluster_options)
+
+
+def set_dask_executor_factory(
+    factory: Callable[[Any, Callable[[], DaskSettings]], Any] | None,
+) -> None:
+    """Install what builds a manager's Dask executor (``defaults.py`` installs
+    ``DaskExecutor``)."""
+    global _dask_factory
+    _dask_factory = factory
 
 
 def set_default_executor(name: str | None) -> None:
@@ -169,8 +175,6 @@ def set_dask_client(client: Any) -> None:
 
 def dask_settings() -> DaskSettings:
     """The Dask settings in effect now."""
-    from .dask import DaskSettings
-
     with _lock:
         return DaskSettings(
             address=_dask_address,
@@ -217,8 +221,8 @@ def session_executor(session_id: str | None) -> str | None:
 
 
 def choose_executor(
-    manager: RunManager,
-    spec: GraphSpec,
+    manager: Any,
+    spec: Any,
     session_id: str | None,
     meta: Mapping[str, Any] | None,
 ) -> Executor:
@@ -235,9 +239,13 @@ def choose_executor(
     return dask_executor_for(manager)
 
 
-def dask_executor_for(manager: RunManager, *, create: bool = True) -> DaskExecutor | None:
-    """The Dask executor of ``manager`` (created on first use, not connected until its
-    first run; closed with the manager), or None when ``create`` is False and there is none.
+def dask_executor_for(manager: Any, *, create: bool = True) -> Any:
+    """The Dask executor (``executors.dask.DaskExecutor``) of ``manager``, a RunManager:
+    created on first use, connected on its first run, closed with the manager; None when
+    ``create`` is False and there is none.
+
+    Raises:
+      RuntimeError: if no Dask executor factory is installed (import ``ag_jupyter.runtime``).
     """
     with _lock:
         executor = _dask_executors.get(manager)
@@ -245,9 +253,9 @@ def dask_executor_for(manager: RunManager, *, create: bool = True) -> DaskExecut
             return executor
         if not create:
             return None
-        from .dask import DaskExecutor
-
-        executor = DaskExecutor(manager, dask_settings)
+        if _dask_factory is None:
+            raise RuntimeError("no Dask executor factory: import ag_jupyter.runtime first")
+        executor = _dask_factory(manager, dask_settings)
         _dask_executors[manager] = executor
     manager.on_close(executor.aclose)
     return executor

@@ -7,21 +7,17 @@ manager relies on (``run_manager._execute`` and ``cancel_run``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-if TYPE_CHECKING:
-    from ..run_manager import LiveRun, RunManager
-
-__all__ = ["EXECUTOR_NAMES", "Executor"]
-
-#: The executor names ``graph_fn(executor=)``, ``open_session(executor=)`` and the kernel's
-#: ``AgJupyter.executor`` accept.
-EXECUTOR_NAMES = ("local", "dask")
+__all__ = ["Executor"]
 
 
 @runtime_checkable
 class Executor(Protocol):
     """Runs graph bodies for a RunManager.
+
+    ``manager`` is the ``RunManager`` and ``live`` its ``LiveRun`` (typed ``Any`` here:
+    this package sits below ``run_manager.py``, which imports it).
 
     Attributes:
       name: ``"local"`` or ``"dask"``.
@@ -29,7 +25,7 @@ class Executor(Protocol):
 
     name: str
 
-    async def run(self, manager: RunManager, live: LiveRun, kwargs: dict[str, Any]) -> Any:
+    async def run(self, manager: Any, live: Any, kwargs: dict[str, Any]) -> Any:
         """Execute ``live``'s body with ``kwargs`` (inputs, plus the context under the
         graph's context parameter) and return its normalised outputs.
 
@@ -40,7 +36,7 @@ class Executor(Protocol):
         """
         ...
 
-    def cancel(self, manager: RunManager, live: LiveRun, reason: str) -> bool:
+    def cancel(self, manager: Any, live: Any, reason: str) -> bool:
         """Ask a started run's body to stop. Return True when the executor stops it itself
         (the manager then leaves the run's task alone and the task ends when the body
         does), False to let the manager cancel as for local runs."""

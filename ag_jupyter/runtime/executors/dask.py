@@ -60,15 +60,15 @@ from ..errors import (
     WorkerLostError,
 )
 from ..graphs import hand_over
+from .names import INSTALL_HINT
 
 if TYPE_CHECKING:
     from ..run_manager import LiveRun, RunManager
 
-__all__ = ["DaskExecutor", "DaskSettings", "import_distributed"]
+__all__ = ["DaskExecutor", "import_distributed"]
 
 log = logging.getLogger("ag_jupyter.runtime.dask")
 
-INSTALL_HINT = "pip install 'ag-jupyter[dask]'"
 #: Environment variable: the address the kernel's callback server listens on.
 CALLBACK_ENV = "AG_DASK_CALLBACK_ADDRESS"
 #: Seconds to connect to a scheduler before the run fails.
@@ -94,26 +94,6 @@ def import_distributed() -> Any:
             f"({exc}): {INSTALL_HINT}, or run the graph with executor='local'"
         ) from None
     return distributed
-
-
-@dataclass(frozen=True)
-class DaskSettings:
-    """Where Dask runs go (see ``executors.configure_dask``).
-
-    Attributes:
-      address: a scheduler address (``tcp://host:8786``), or None.
-      client: a ``distributed.Client`` whose scheduler to use, or None.
-      cluster_options: keyword arguments for the ``LocalCluster`` started when neither
-        is given (defaults: one single-threaded worker process per core, processes=True).
-    """
-
-    address: str | None = None
-    client: Any = None
-    cluster_options: tuple[tuple[str, Any], ...] = ()
-
-    def key(self) -> tuple[Any, ...]:
-        return (self.address, id(self.client) if self.client is not None else None,
-                self.cluster_options)
 
 
 def _cores() -> int:
@@ -264,7 +244,7 @@ class DaskExecutor:
             self._conn = conn
             return conn
 
-    async def _open(self, settings: DaskSettings) -> _Connection:
+    async def _open(self, settings: Any) -> _Connection:
         distributed = import_distributed()
         cluster = None
         address = settings.address

@@ -13,16 +13,13 @@ import asyncio
 import contextlib
 import contextvars
 import threading
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ..run_manager import LiveRun, RunManager
+from typing import Any
 
 __all__ = ["LOCAL_EXECUTOR", "LocalExecutor", "run_in_thread"]
 
 
 def run_in_thread(
-    loop: asyncio.AbstractEventLoop, live: LiveRun, kwargs: dict[str, Any]
+    loop: asyncio.AbstractEventLoop, live: Any, kwargs: dict[str, Any]
 ) -> asyncio.Future[Any]:
     """Run ``live.spec.fn(**kwargs)`` in a new daemon thread; the returned future (shielded)
     settles on ``loop`` with its result, its exception, or cancelled when the body raised
@@ -67,7 +64,7 @@ class LocalExecutor:
 
     name = "local"
 
-    async def run(self, manager: RunManager, live: LiveRun, kwargs: dict[str, Any]) -> Any:
+    async def run(self, manager: Any, live: Any, kwargs: dict[str, Any]) -> Any:
         """Run the body here; see :class:`~.base.Executor`."""
         if live.spec.is_async:
             return await live.spec.fn(**kwargs)
@@ -77,7 +74,7 @@ class LocalExecutor:
         assert loop is not None
         return await run_in_thread(loop, live, kwargs)
 
-    def cancel(self, manager: RunManager, live: LiveRun, reason: str) -> bool:
+    def cancel(self, manager: Any, live: Any, reason: str) -> bool:
         """False: the manager cancels local runs itself."""
         return False
 
