@@ -83,6 +83,9 @@ def record_to_row(record: RunRecord) -> dict[str, Any]:
         "error": record.error,
         "traceback": record.meta.get("traceback"),
         "parent_run_id": record.parent_run_id,
+        # Where the body ran: "dask" and the worker's address for executor="dask" runs.
+        "executor": record.meta.get("executor", "local"),
+        "worker": record.meta.get("worker"),
     }
 
 

@@ -112,13 +112,10 @@ def _start_local_cluster(options: Mapping[str, Any]) -> Any:
         "n_workers": _cores(),
         "threads_per_worker": 1,
         "processes": True,
+        # Any free port (8787 may be another cluster's); the dashboard needs bokeh.
         "dashboard_address": ":0",
         "silence_logs": logging.ERROR,
     }
-    try:
-        import bokeh  # noqa: F401
-    except ImportError:
-        kwargs["dashboard_address"] = None
     kwargs.update(options)
     return LocalCluster(**kwargs)
 
@@ -470,10 +467,13 @@ class DaskExecutor:
         if not state.outcome.done():
             state.outcome.set_result(outcome)
 
-    def _worker_lost(self, state: _DaskRun, worker: str | None) -> WorkerLostError:
+    def _worker_lost(
+        self, state: _DaskRun, worker: str | None, *, expected: bool = False
+    ) -> WorkerLostError:
         record = state.live.record
+        how = "left the cluster (retired, or its cluster closed)" if expected else "died"
         return WorkerLostError(
-            f"Dask worker {worker or '(unknown)'} died while running run {record.run_id} "
+            f"Dask worker {worker or '(unknown)'} {how} while running run {record.run_id} "
             f"(graph {record.graph_id!r}); the body did not finish and is not run again. "
             "Spawn the run again to retry it; a worker that dies again may be short of "
             "memory (see the worker's memory_limit).",
@@ -514,10 +514,8 @@ class DaskExecutor:
                 if not state.future.done():
                     await conn.client.cancel([state.future], force=True)
                 state.future.release()
-            names = [_claim_event(conn, state.live.record.run_id)]
-            if state.cancel_sent:
-                names.append(_cancel_event(conn, state.live.record.run_id))
-            for name in names:
+            rid = state.live.record.run_id
+            for name in (_claim_event(conn, rid), _cancel_event(conn, rid)):
                 await conn.client.scheduler.event_clear(name=name)
 
     # ----------------------------------------------------------------- events
@@ -587,7 +585,8 @@ class DaskExecutor:
                 state = conn.by_key.get(key)
                 if state is None or state.outcome.done() or state.worker != worker:
                     continue  # not ours, or not started there yet (Dask runs it elsewhere)
-                state.outcome.set_exception(self._worker_lost(state, worker))
+                expected = bool(msg.get("expected"))
+                state.outcome.set_exception(self._worker_lost(state, worker, expected=expected))
                 self._stop_remote(state, reason=None)
         except Exception:
             log.exception("a Dask cluster event could not be handled: %r", event)
@@ -763,6 +762,9 @@ class DaskExecutor:
         if conn.closed:
             return
         conn.closed = True
+        for topic in (conn.topic, "all"):  # else the scheduler writes to a closed comm
+            with contextlib.suppress(Exception):
+                conn.client.unsubscribe_topic(topic)
         with contextlib.suppress(Exception):
             conn.server.stop()
         with contextlib.suppress(Exception):

@@ -409,6 +409,21 @@ class _Body:
                 self.on_cancel()
                 return
 
+    def release_watcher(self, watcher: concurrent.futures.Future[Any]) -> None:
+        """End the cancel watcher's wait on the scheduler by setting the event ourselves
+        (cancelling an RPC in flight makes the scheduler log an error); the kernel clears
+        the event with the run. Waited for, so it happens before the result is sent."""
+        if watcher.done():
+            return
+
+        async def release() -> None:
+            await self.link.event_set(self.payload["cancel_event"])
+
+        try:
+            asyncio.run_coroutine_threadsafe(release(), self.link.loop).result(5)
+        except Exception:
+            watcher.cancel()
+
     def claim(self) -> bool:
         """Whether this attempt may run the body: False if an earlier attempt (on a worker
         that died) or a cancel already took the run."""
@@ -537,4 +552,4 @@ def run_graph_task(payload: dict[str, Any]) -> dict[str, Any]:
         }
     finally:
         body.done = True
-        watcher.cancel()
+        body.release_watcher(watcher)
