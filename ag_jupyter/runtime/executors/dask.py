@@ -78,6 +78,7 @@ CLUSTER_CLOSE_TIMEOUT_S = 5.0
 _MANAGER_METHODS = ("submit_run", "wait_run", "run_and_wait", "cancel_run", "get_record")
 _SERVICES = ("kv", "memory", "artifacts")
 _RUNS_LOGGER = logging.getLogger("ag_jupyter.runs")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def import_distributed() -> Any:
@@ -134,6 +135,7 @@ class _DaskRun:
     worker: str | None = None
     cancel_sent: bool = False
     claim_set_by_kernel: bool = False
+    watched: bool = True  # the worker's cancel watcher may have set the cancel event
 
 
 @dataclass(eq=False)
@@ -261,6 +263,7 @@ class DaskExecutor:
                     "ag_jupyter.runtime.set_dask_address) to use a running scheduler"
                 ) from exc
             address = cluster.scheduler_address
+        host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
         try:
             client = await distributed.Client(
                 address,
@@ -268,6 +271,9 @@ class DaskExecutor:
                 timeout=CONNECT_TIMEOUT_S,
                 set_as_default=False,
                 security=security,
+                # Results straight from the worker on this machine (one hop, not two); a
+                # remote cluster's workers may not be reachable: there the scheduler relays.
+                direct_to_workers=cluster is not None or host in _LOOPBACK,
             )
         except Exception as exc:
             if cluster is not None:
@@ -392,6 +398,7 @@ class DaskExecutor:
     def _result(self, state: _DaskRun, outcome: dict[str, Any]) -> Any:
         live = state.live
         status = outcome.get("status")
+        state.watched = bool(outcome.get("watched", True))
         worker = outcome.get("worker") or state.worker
         if status == "ok":
             result = _loads(outcome["result"])
@@ -515,7 +522,10 @@ class DaskExecutor:
                     await conn.client.cancel([state.future], force=True)
                 state.future.release()
             rid = state.live.record.run_id
-            for name in (_claim_event(conn, rid), _cancel_event(conn, rid)):
+            names = [_claim_event(conn, rid)]
+            if state.cancel_sent or state.watched:  # else it never existed
+                names.append(_cancel_event(conn, rid))
+            for name in names:
                 await conn.client.scheduler.event_clear(name=name)
 
     # ----------------------------------------------------------------- events

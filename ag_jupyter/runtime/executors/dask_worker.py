@@ -57,6 +57,8 @@ _REMOTE_CLASSES: dict[str, type] = {
 RECANCEL_EVERY_S = 0.1
 #: Seconds one wait for the cancel event lasts on the scheduler (then it is asked again).
 CANCEL_POLL_S = 1.0
+#: Seconds a body runs before its cancel watcher starts (see ``_Body.start_watching``).
+WATCH_AFTER_S = 0.02
 
 
 def _not_on_worker(what: str) -> ServiceNotOnWorkerError:
@@ -392,10 +394,30 @@ class _Body:
             live=self.live,  # type: ignore[arg-type]
         )
         self.done = False
+        self.watching = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._watch: asyncio.Future[Any] | None = None
         self.on_cancel: Callable[[], None] = self._flag_only
 
     def _flag_only(self) -> None:
         self.live.cancel_requested = True
+
+    # The cancel watcher: one wait on the run's cancel Event at a time, started only once
+    # the body has run WATCH_AFTER_S seconds (a short body costs no scheduler call for it;
+    # a cancel asked before then is seen at once by the first wait).
+    def start_watching(self) -> None:
+        """Arm the watcher (from the task's thread)."""
+        self.link.loop.call_soon_threadsafe(self._arm)
+
+    def _arm(self) -> None:
+        if not self.done:
+            self._timer = self.link.loop.call_later(WATCH_AFTER_S, self._start)
+
+    def _start(self) -> None:
+        self._timer = None
+        if not self.done:
+            self.watching = True
+            self._watch = asyncio.ensure_future(self._watch_cancel())
 
     async def _watch_cancel(self) -> None:
         name = self.payload["cancel_event"]
@@ -409,33 +431,44 @@ class _Body:
                 self.on_cancel()
                 return
 
-    def release_watcher(self, watcher: concurrent.futures.Future[Any]) -> None:
-        """End the cancel watcher's wait on the scheduler by setting the event ourselves
-        (cancelling an RPC in flight makes the scheduler log an error); the kernel clears
-        the event with the run. Waited for, so it happens before the result is sent."""
-        if watcher.done():
-            return
+    def stop_watching(self) -> None:
+        """Called when the body ended (task thread): a watcher not started is dropped; one
+        waiting on the scheduler is released by setting the event ourselves (cancelling an
+        RPC in flight makes the scheduler log an error; the kernel clears the event with
+        the run). Waited for, so it happens before the result is sent."""
+        self.done = True
 
-        async def release() -> None:
+        async def stop() -> bool:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            watch = self._watch
+            if watch is None or watch.done():
+                return False
             await self.link.event_set(self.payload["cancel_event"])
+            return True
 
         try:
-            asyncio.run_coroutine_threadsafe(release(), self.link.loop).result(5)
+            asyncio.run_coroutine_threadsafe(stop(), self.link.loop).result(5)
         except Exception:
-            watcher.cancel()
+            if self._watch is not None:
+                self.link.loop.call_soon_threadsafe(self._watch.cancel)
 
     def claim(self) -> bool:
         """Whether this attempt may run the body: False if an earlier attempt (on a worker
-        that died) or a cancel already took the run."""
+        that died) or a cancel already took the run. One call waited for (is the claim
+        event set?); setting it is not waited for: a second attempt exists only after the
+        first one's worker died."""
         name = self.payload["claim_event"]
+        loop = self.link.loop
 
-        async def take() -> bool:
-            if await self.link.event_is_set(name):
-                return False
-            await self.link.event_set(name)
-            return True
+        async def taken() -> bool:
+            return await self.link.event_is_set(name)
 
-        return asyncio.run_coroutine_threadsafe(take(), self.link.loop).result()
+        if asyncio.run_coroutine_threadsafe(taken(), loop).result():
+            return False
+        asyncio.run_coroutine_threadsafe(self.link.event_set(name), loop)
+        return True
 
     def kwargs(self) -> dict[str, Any]:
         kwargs = dict(self.payload["inputs"])
@@ -511,7 +544,7 @@ def run_graph_task(payload: dict[str, Any]) -> dict[str, Any]:
     if not body.claim():
         return {"status": "lost", "worker": worker}
     body.link.emit("started", worker=worker, pid=os.getpid(), host=socket.gethostname())
-    watcher = asyncio.run_coroutine_threadsafe(body._watch_cancel(), body.link.loop)
+    body.start_watching()
     try:
         # A copy of the thread's context: the current run must not outlive the task in
         # this pool thread.
@@ -532,10 +565,11 @@ def run_graph_task(payload: dict[str, Any]) -> dict[str, Any]:
                 ),
                 "traceback": "".join(traceback.format_exception(exc)),
                 "error_pickle": None,
+                "watched": body.watching,
             }
-        return {"status": "ok", "worker": worker, "result": blob}
+        return {"status": "ok", "worker": worker, "result": blob, "watched": body.watching}
     except asyncio.CancelledError:
-        return {"status": "cancelled", "worker": worker}
+        return {"status": "cancelled", "worker": worker, "watched": body.watching}
     except BaseException as exc:
         tb = exc.__traceback__
         # Drop this module's frames: the traceback starts at the body.
@@ -549,7 +583,7 @@ def run_graph_task(payload: dict[str, Any]) -> dict[str, Any]:
             "message": str(exc),
             "traceback": f"(on Dask worker {worker})\n{text}",
             "error_pickle": _pickled_error(exc),
+            "watched": body.watching,
         }
     finally:
-        body.done = True
-        body.release_watcher(watcher)
+        body.stop_watching()
