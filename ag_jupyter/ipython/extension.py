@@ -60,7 +60,8 @@ def load_ipython_extension(shell: Any) -> None:
         set_dask_address(change["new"])  # new Dask runs go there; live ones stay
 
     config.observe(apply_dask_address, "dask_address")
-    set_dask_address(config.dask_address)
+    if config.dask_address is not None:  # from ipython_config.py; else leave what code set
+        set_dask_address(config.dask_address)
     set_default_executor(config.executor)  # from ipython_config.py (validated on assignment)
     if config.mcp_servers:  # from ipython_config.py: validation only runs on assignment
         configure_mcp_servers(config.mcp_servers)
@@ -111,7 +112,8 @@ def unload_ipython_extension(shell: Any) -> None:
     close_all_mcp_clients_soon()
     # The kernel's Dask cluster (if it started one) closes once its live runs end.
     set_default_executor(None)
-    set_dask_address(None)
+    if config.dask_address is not None:
+        set_dask_address(None)
     close_dask_executors(when_idle=True)
     set_run_manager_factory(None)
     delattr(shell, STATE_ATTR)
