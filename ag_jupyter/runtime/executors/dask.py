@@ -79,6 +79,8 @@ _MANAGER_METHODS = ("submit_run", "wait_run", "run_and_wait", "cancel_run", "get
 _SERVICES = ("kv", "memory", "artifacts")
 _RUNS_LOGGER = logging.getLogger("ag_jupyter.runs")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: Seconds the kernel's Dask client batches messages (distributed's default is 0.01).
+CLIENT_SEND_INTERVAL_S = 0.002
 
 
 def import_distributed() -> Any:
@@ -283,6 +285,10 @@ class DaskExecutor:
                 f"{CONNECT_TIMEOUT_S:g} s ({type(exc).__name__}: {exc}); check that it runs "
                 "and %config AgJupyter.dask_address (or set_dask_address)"
             ) from None
+        # The client batches what it sends for 10 ms after each send: a run submitted
+        # right after another run's clean-up would wait for it. 2 ms, as workers do.
+        with contextlib.suppress(AttributeError):
+            client.scheduler_comm.interval = CLIENT_SEND_INTERVAL_S
         topic = f"ag-jupyter-{uuid.uuid4().hex[:12]}"
         server = distributed.core.Server({"ag_call": self._serve})
         listen = _callback_address(address, client)

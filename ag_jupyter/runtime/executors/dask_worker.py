@@ -437,6 +437,9 @@ class _Body:
         RPC in flight makes the scheduler log an error; the kernel clears the event with
         the run). Waited for, so it happens before the result is sent."""
         self.done = True
+        if not self.watching:  # _start checks done: the timer is all there is to drop
+            self.link.loop.call_soon_threadsafe(self._drop_timer)
+            return
 
         async def stop() -> bool:
             if self._timer is not None:
@@ -453,6 +456,11 @@ class _Body:
         except Exception:
             if self._watch is not None:
                 self.link.loop.call_soon_threadsafe(self._watch.cancel)
+
+    def _drop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def claim(self) -> bool:
         """Whether this attempt may run the body: False if an earlier attempt (on a worker
