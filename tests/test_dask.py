@@ -249,6 +249,25 @@ async def test_awaiting_a_dask_graph_raises_the_bodys_exception(dask_address):
     await get_run_manager().close()
 
 
+@graph_fn("dask_echo", executor="dask")
+def dask_echo(value: Any) -> Any:
+    return value
+
+
+async def test_a_body_that_cannot_be_pickled_fails_alone_with_a_clear_error(dm):
+    import threading
+
+    bad = await dm.submit_run("dask_echo", inputs={"value": threading.Lock()})
+    good = await dm.submit_run("dask_echo", inputs={"value": [1, "two"]})  # same burst
+    bad_rec = await dm.wait_run(bad.run_id)
+    good_rec, out = await dm.wait_run(good.run_id, return_outputs=True)
+    assert bad_rec.status is RunStatus.failed
+    assert bad_rec.error.startswith("ExecutorError: ") and "could not be sent to Dask" in (
+        bad_rec.error
+    )
+    assert good_rec.status is RunStatus.succeeded and out == {"result": [1, "two"]}
+
+
 async def test_cancel_pending_run_never_reaches_a_worker(dm):
     dm.max_concurrency = 1
     blocker = await dm.submit_run("dask_block", inputs={"seconds": 1.0})

@@ -6,10 +6,13 @@ brings back how it ended. One :class:`DaskExecutor` per RunManager (per event lo
 
 How a run travels (see ``dask_worker.py`` for the worker's half):
 
-- **Submit**: ``Client.submit(run_graph_task, payload, key="ag-run-<run id>")`` from an
-  asynchronous client on the kernel's loop (no Dask call ever blocks that loop). The
-  payload holds the user's function (cloudpickled by Dask: a function defined in a notebook
-  travels by value), the validated inputs, the run's record and a per-run token.
+- **Submit**: ``run_graph_task(function, payload)`` with key ``"ag-run-<run id>"``, from
+  an asynchronous client on the kernel's loop (no Dask call ever blocks that loop); the
+  runs started in one loop iteration go in one ``Client.map``. Both arguments are pickled
+  in the kernel first, with Dask's pickler (cloudpickle for a function defined in a
+  notebook: it travels by value; cached per graph), so what cannot travel fails its own
+  run at once. The payload holds the validated inputs, the run's record and a per-run
+  token.
 - **Events back** (worker -> scheduler -> kernel): ``Worker.log_event`` on this executor's
   topic, received with ``Client.subscribe_topic``: ``started`` (the worker's address goes
   into ``meta["worker"]``), ``log`` lines (``logger()`` and ``print()``), ``step`` (tools,
@@ -176,6 +179,9 @@ class DaskExecutor:
         self._tokens: dict[str, _DaskRun] = {}
         self._retired: list[_Connection] = []
         self._close_when_idle = False
+        self._to_submit: list[tuple[_DaskRun, tuple[bytes, bytes]]] = []
+        self._functions: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+        self._submit_scheduled = False
         self.closed = False
 
     def __repr__(self) -> str:
@@ -366,7 +372,6 @@ class DaskExecutor:
         payload = {
             "run_id": rid,
             "record": live.record,
-            "function": spec.function,
             "is_async": spec.is_async,
             "context_param": spec.context_param,
             "inputs": kwargs,
@@ -379,17 +384,17 @@ class DaskExecutor:
         }
         try:
             try:
-                state.future = conn.client.submit(
-                    _task_function(), payload, key=state.key, pure=False, retries=0
-                )
-            except Exception as exc:  # the function or inputs cannot be serialised
+                # Pickled here (as Dask would: cloudpickle for a notebook's function), so a
+                # body or input that cannot travel fails its run at once, alone.
+                blobs = (self._function_blob(spec), _dumps(payload))
+            except Exception as exc:
                 raise ExecutorError(
                     f"run {rid} of graph {spec.name!r} could not be sent to Dask "
                     f"({type(exc).__name__}: {exc}); a body sent to a worker must pickle "
-                    "(cloudpickle): no open files, sockets or locks in its globals or "
-                    "inputs"
+                    "(cloudpickle), and so must its inputs: no open files, sockets or locks "
+                    "in its globals or inputs"
                 ) from exc
-            self._spawn(self._watch_future(state))
+            self._queue_submit(state, blobs)
             outcome = await state.outcome
             return self._result(state, outcome)
         except asyncio.CancelledError:
@@ -400,6 +405,54 @@ class DaskExecutor:
             raise
         finally:
             self._forget(state)
+
+    def _function_blob(self, spec: Any) -> bytes:
+        """The pickled body of ``spec`` (cached per registered spec: a graph defined again
+        is a new spec)."""
+        blob = self._functions.get(spec)
+        if blob is None:
+            blob = self._functions[spec] = _dumps(spec.function)
+        return blob
+
+    def _queue_submit(self, state: _DaskRun, payload: tuple[bytes, bytes]) -> None:
+        """Submit on the next loop iteration, with every run started in this one: one
+        ``Client.map`` for a burst (the function is pickled once) instead of a ``submit``
+        each (~0.2 ms of the kernel's loop per run)."""
+        self._to_submit.append((state, payload))
+        if not self._submit_scheduled:
+            self._submit_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_submits)
+
+    def _flush_submits(self) -> None:
+        self._submit_scheduled = False
+        batch, self._to_submit = self._to_submit, []
+        by_conn: dict[int, list[tuple[_DaskRun, tuple[bytes, bytes]]]] = {}
+        for state, payload in batch:
+            if not state.outcome.done():  # else cancelled meanwhile: never sent
+                by_conn.setdefault(id(state.conn), []).append((state, payload))
+        for items in by_conn.values():
+            client = items[0][0].conn.client
+            try:
+                futures = client.map(
+                    _task_function(),
+                    [blobs[0] for _, blobs in items],
+                    [blobs[1] for _, blobs in items],
+                    key=[state.key for state, _ in items],
+                    pure=False,
+                    retries=0,
+                )
+            except Exception as exc:
+                for state, _ in items:
+                    state.outcome.set_exception(
+                        ExecutorError(
+                            f"run {state.live.record.run_id} could not be submitted to the "
+                            f"Dask scheduler {state.conn.address} ({type(exc).__name__}: {exc})"
+                        )
+                    )
+                continue
+            for (state, _), future in zip(items, futures, strict=True):
+                state.future = future
+                self._spawn(self._watch_future(state))
 
     def _result(self, state: _DaskRun, outcome: dict[str, Any]) -> Any:
         live = state.live
@@ -623,6 +676,10 @@ class DaskExecutor:
 
     def _stop_remote(self, state: _DaskRun, *, reason: str | None) -> None:
         conn = state.conn
+        if state.future is None:  # not sent to Dask yet: it never will be
+            if not state.outcome.done():
+                state.outcome.set_result({"status": "cancelled", "worker": None})
+            return
         if conn.client.status != "running":
             return
         if state.worker is None and not state.claim_set_by_kernel:
@@ -826,10 +883,17 @@ def _task_function() -> Any:
     return run_graph_task
 
 
-def _loads(blob: bytes) -> Any:
-    from distributed.protocol.pickle import loads
+def _dumps(value: Any) -> bytes:
+    """cloudpickle, as Dask pickles a task (functions of ``__main__`` or of modules
+    registered with ``cloudpickle.register_pickle_by_value`` by value, others by
+    reference), without Dask's log line carrying the value's repr when it fails."""
+    import cloudpickle
 
-    return loads(blob)
+    return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _loads(blob: bytes) -> Any:
+    return pickle.loads(blob)
 
 
 def _callback_address(scheduler_address: str, client: Any) -> str:

@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 from distributed import get_worker
-from distributed.protocol.pickle import dumps as dask_dumps
 
 from .. import current
 from ..errors import ExecutorError, ServiceNotOnWorkerError
@@ -531,15 +531,37 @@ class _Body:
         return asyncio.run(main())
 
 
+_functions: dict[bytes, Any] = {}
+
+
+def _function(blob: bytes) -> Any:
+    """The body pickled in ``blob`` (the last few kept: a burst of runs of one graph
+    unpickles it once)."""
+    fn = _functions.get(blob)
+    if fn is None:
+        fn = pickle.loads(blob)
+        if len(_functions) >= 32:
+            _functions.pop(next(iter(_functions)))
+        _functions[blob] = fn
+    return fn
+
+
+def _dumps(value: Any) -> bytes:
+    return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def _pickled_error(exc: BaseException) -> bytes | None:
     try:
-        return dask_dumps(exc)
+        return _dumps(exc)
     except Exception:
         return None
 
 
-def run_graph_task(payload: dict[str, Any]) -> dict[str, Any]:
+def run_graph_task(function: bytes, payload: bytes) -> dict[str, Any]:
     """The Dask task of one run: run the graph body here and say how it ended.
+
+    ``function`` (the graph's body) and ``payload`` (its inputs, record, token, event names,
+    the kernel's addresses) come pickled by the kernel.
 
     Returns ``{"status": "ok", "result": <pickled return value>}``, ``{"status": "error",
     "error_type", "message", "traceback", "error_pickle"}``, ``{"status": "cancelled"}``,
@@ -547,7 +569,9 @@ def run_graph_task(payload: dict[str, Any]) -> dict[str, Any]:
     already taken the run, so the body must not run again. Every outcome carries
     ``worker`` (this worker's address).
     """
-    body = _Body(payload)
+    fields = pickle.loads(payload)
+    fields["function"] = _function(function)
+    body = _Body(fields)
     worker = body.worker.address
     if not body.claim():
         return {"status": "lost", "worker": worker}
@@ -556,17 +580,17 @@ def run_graph_task(payload: dict[str, Any]) -> dict[str, Any]:
     try:
         # A copy of the thread's context: the current run must not outlive the task in
         # this pool thread.
-        runner = body.run_async if payload["is_async"] else body.run_sync
+        runner = body.run_async if fields["is_async"] else body.run_sync
         result = contextvars.copy_context().run(runner)
         try:
-            blob = dask_dumps(result)
+            blob = _dumps(result)
         except Exception as exc:
             return {
                 "status": "error",
                 "worker": worker,
                 "error_type": "ExecutorError",
                 "message": (
-                    f"the outputs of graph {payload['record'].graph_id!r} could not be "
+                    f"the outputs of graph {fields['record'].graph_id!r} could not be "
                     f"serialised on the worker to go back to the kernel ({type(exc).__name__}: "
                     f"{exc}); return JSON-like values (dicts, lists, str, numbers) or "
                     "objects that pickle"
