@@ -141,6 +141,8 @@ export function normalizeRow(raw) {
     traceback: stringOrNull(raw.traceback),
     // A run named as its own parent is corrupt data; show no parent.
     parent_run_id: parent === runId ? null : parent,
+    // The Dask worker an executor="dask" run ran on (null for local runs).
+    worker: nonEmptyStringOrNull(raw.worker),
   };
 }
 
@@ -667,6 +669,10 @@ function updateRowView(make, view, entry, now, cancelRequested) {
   });
   patch(view, "id", text.run_id, (v) => (view.idText.textContent = v));
   patch(view, "graph", text.graph_id, (v) => (view.cells.graph.textContent = v));
+  patch(view, "worker", row.worker, (w) => {
+    if (w) view.cells.graph.setAttribute("title", `ran on Dask worker ${w}`);
+    else view.cells.graph.removeAttribute("title");
+  });
   patch(view, "status", row.status, (s) => {
     view.chip.setAttribute("data-status", s);
     view.chip.textContent = text.status;

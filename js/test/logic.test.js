@@ -41,6 +41,7 @@ function row(runId, extra = {}) {
     error: null,
     traceback: null,
     parent_run_id: null,
+    worker: null,
     ...extra,
   };
 }
