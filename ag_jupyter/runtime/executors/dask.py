@@ -494,7 +494,27 @@ class DaskExecutor:
         distributed = import_distributed()
         future = state.future
         try:
+            # Small outcomes come as a "done" event, before the task ends: no gather then.
+            finished = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+
+            def on_done(_: Any) -> None:  # called in a thread of Dask's
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_settle, finished)
+
+            future.add_done_callback(on_done)
+            await asyncio.wait([finished, state.outcome], return_when=asyncio.FIRST_COMPLETED)
+            if state.outcome.done():
+                return
             outcome = await future
+            if outcome.get("status") == "sent":
+                outcome = {
+                    "status": "error",
+                    "error_type": "ExecutorError",
+                    "message": "the worker sent the run's outcome as an event that never "
+                    "reached the kernel",
+                    "worker": outcome.get("worker"),
+                }
         except (asyncio.CancelledError, concurrent.futures.CancelledError) as exc:
             if state.outcome.done():
                 return
@@ -618,6 +638,9 @@ class DaskExecutor:
                 )
                 if state.live.cancel_requested and not state.cancel_sent:
                     self._stop_remote(state, reason=None)
+            elif kind == "done":
+                if not state.outcome.done():
+                    state.outcome.set_result(msg["outcome"])
             elif kind == "cancel_ignored":
                 manager.update_meta(rid, {"cancel_ignored": True})
                 log.warning(
@@ -863,6 +886,11 @@ def _done(task: asyncio.Task[Any]) -> None:
     DaskExecutor._background.discard(task)
     if not task.cancelled() and task.exception() is not None:
         log.debug("Dask executor background task failed", exc_info=task.exception())
+
+
+def _settle(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _usable(conn: _Connection) -> bool:

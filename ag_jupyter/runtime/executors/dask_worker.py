@@ -59,6 +59,9 @@ RECANCEL_EVERY_S = 0.1
 CANCEL_POLL_S = 1.0
 #: Seconds a body runs before its cancel watcher starts (see ``_Body.start_watching``).
 WATCH_AFTER_S = 0.02
+#: An outcome up to this size goes to the kernel as an event (kept in the scheduler's
+#: bounded event log, like log lines); a larger one is gathered from the worker.
+EVENT_OUTCOME_MAX_BYTES = 64 * 1024
 
 
 def _not_on_worker(what: str) -> ServiceNotOnWorkerError:
@@ -563,15 +566,30 @@ def run_graph_task(function: bytes, payload: bytes) -> dict[str, Any]:
     ``function`` (the graph's body) and ``payload`` (its inputs, record, token, event names,
     the kernel's addresses) come pickled by the kernel.
 
-    Returns ``{"status": "ok", "result": <pickled return value>}``, ``{"status": "error",
-    "error_type", "message", "traceback", "error_pickle"}``, ``{"status": "cancelled"}``,
-    or ``{"status": "lost"}`` when an earlier attempt (whose worker died) or a cancel had
-    already taken the run, so the body must not run again. Every outcome carries
-    ``worker`` (this worker's address).
+    The outcome is ``{"status": "ok", "result": <pickled return value>}``, ``{"status":
+    "error", "error_type", "message", "traceback", "error_pickle"}``, ``{"status":
+    "cancelled"}``, or ``{"status": "lost"}`` when an earlier attempt (whose worker died)
+    or a cancel had already taken the run, so the body must not run again; each carries
+    ``worker`` (this worker's address). Up to ``EVENT_OUTCOME_MAX_BYTES`` it is sent as a
+    ``done`` event and the task returns ``{"status": "sent"}``; else the task returns it.
     """
     fields = pickle.loads(payload)
     fields["function"] = _function(function)
     body = _Body(fields)
+    outcome = _run_body(body)
+    if outcome["status"] != "lost" and _outcome_size(outcome) <= EVENT_OUTCOME_MAX_BYTES:
+        # By the event stream, ahead of the task's own end: the kernel needs no gather.
+        body.link.emit("done", outcome=outcome)
+        return {"status": "sent", "worker": outcome.get("worker")}
+    return outcome
+
+
+def _outcome_size(outcome: dict[str, Any]) -> int:
+    return sum(len(v) for v in outcome.values() if isinstance(v, bytes | str))
+
+
+def _run_body(body: _Body) -> dict[str, Any]:
+    fields = body.payload
     worker = body.worker.address
     if not body.claim():
         return {"status": "lost", "worker": worker}
