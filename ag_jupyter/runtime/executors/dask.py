@@ -16,7 +16,10 @@ How a run travels (see ``dask_worker.py`` for the worker's half):
 - **Events back** (worker -> scheduler -> kernel): ``Worker.log_event`` on this executor's
   topic, received with ``Client.subscribe_topic``: ``started`` (the worker's address goes
   into ``meta["worker"]``), ``log`` lines (``logger()`` and ``print()``), ``step`` (tools,
-  LLM calls), ``cancel_ignored``. They arrive in order, before the task's result.
+  LLM calls), ``cancel_ignored``, and ``done``: the outcome itself when it is up to 64 KiB
+  (so no gather per run; a larger one is gathered from the worker). They arrive in order,
+  before the task's own end. The scheduler keeps the last 1,000 events of a topic, as it
+  does for every topic.
 - **Calls** (worker -> kernel -> worker): kv / memory / artifacts, LLM profiles and
   ``runner()`` go to a ``distributed.core.Server`` the kernel listens on (the address it
   uses to reach the scheduler, or ``AG_DASK_CALLBACK_ADDRESS``); each call carries the
