@@ -866,8 +866,10 @@ class DaskExecutor:
                 conn.client.unsubscribe_topic(topic)
         with contextlib.suppress(Exception):
             conn.server.stop()
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(conn.client.close(), CLUSTER_CLOSE_TIMEOUT_S)
+        except Exception:
+            log.debug("closing the Dask client failed", exc_info=True)
         if conn.cluster is not None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(conn.cluster.close, CLUSTER_CLOSE_TIMEOUT_S)
