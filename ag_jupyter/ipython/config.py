@@ -73,6 +73,32 @@ class AgJupyter(Configurable):
             set_llm_prices(proposal["value"])  # validates, then applies
         except (TypeError, ValueError) as exc:
             raise TraitError(f"AgJupyter.llm_prices: {exc}") from None
+    executor = Enum(
+        ["local", "dask"],
+        "local",
+        help="Where graph bodies run when neither their graph (@graph_fn(executor=...)) nor "
+        "their session (open_session(executor=...)) chose: 'local' (this kernel: async "
+        "bodies on its loop, sync ones in threads) or 'dask' (a Dask cluster, see "
+        "dask_address; needs pip install 'ag-jupyter[dask]'). Applies to runs submitted "
+        "after the change.",
+    ).tag(config=True)
+    dask_address = Unicode(
+        None,
+        allow_none=True,
+        help="The Dask scheduler Dask runs go to, e.g. 'tcp://10.0.0.5:8786' (a "
+        "dask-jobqueue, dask-kubernetes or dask-gateway cluster's scheduler_address). "
+        "None or '': a LocalCluster of this kernel's own (one worker process per core), "
+        "started on the first Dask run and closed with the kernel.",
+    ).tag(config=True)
+
+    @validate("executor")
+    def _check_executor(self, proposal: dict[str, Any]) -> str:
+        from ..runtime import ExecutorNotAvailableError, set_default_executor
+
+        try:
+            set_default_executor(proposal["value"])  # validates, then applies
+        except ExecutorNotAvailableError as exc:
+            raise TraitError(f"AgJupyter.executor: {exc}") from None
         return proposal["value"]
 
     @validate("mcp_servers")

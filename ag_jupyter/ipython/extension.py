@@ -14,9 +14,12 @@ from typing import Any
 
 from ..runtime import (
     close_all_mcp_clients_soon,
+    close_dask_executors,
     configure_mcp_servers,
     current_run_managers,
     set_blocking_waits,
+    set_dask_address,
+    set_default_executor,
     set_run_manager_factory,
 )
 from ..runtime.defaults import build_manager
@@ -53,6 +56,14 @@ def load_ipython_extension(shell: Any) -> None:
 
     config.observe(apply_blocking_waits, "blocking_waits")
     set_blocking_waits(config.blocking_waits)
+
+    def apply_dask_address(change: dict[str, Any]) -> None:
+        set_dask_address(change["new"])  # new Dask runs go there; live ones stay
+
+    config.observe(apply_dask_address, "dask_address")
+    if config.dask_address is not None:  # from ipython_config.py; else leave what code set
+        set_dask_address(config.dask_address)
+    set_default_executor(config.executor)  # from ipython_config.py (validated on assignment)
     if config.mcp_servers:  # from ipython_config.py: validation only runs on assignment
         configure_mcp_servers(config.mcp_servers)
     if config.llm_prices is not None:
@@ -67,6 +78,7 @@ def load_ipython_extension(shell: Any) -> None:
             observers={
                 "max_concurrency": apply_concurrency,
                 "blocking_waits": apply_blocking_waits,
+                "dask_address": apply_dask_address,
             },
         ),
     )
@@ -102,5 +114,10 @@ def unload_ipython_extension(shell: Any) -> None:
     configure_mcp_servers({})
     set_llm_prices(None)
     close_all_mcp_clients_soon()
+    # The kernel's Dask cluster (if it started one) closes once its live runs end.
+    set_default_executor(None)
+    if config.dask_address is not None:
+        set_dask_address(None)
+    close_dask_executors(when_idle=True)
     set_run_manager_factory(None)
     delattr(shell, STATE_ATTR)

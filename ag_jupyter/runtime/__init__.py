@@ -9,7 +9,8 @@ Layers, each importing only those below it::
     tools                       @tool: calls recorded as steps of the current run
     node_context                NodeContext and its runner() facade
     run_manager                 the run state machine
-    services/                   kv, memory, artifacts, logger, llm; base.Service
+    services/, executors/       kv, memory, artifacts, logger, llm; base.Service; where
+                                bodies execute (local threads, a Dask cluster)
     store/                      run stores, the workspace, its write engine, codecs
     graphs, models, errors      GraphFunction and registry, records and enums, exceptions
     current, output_capture     the current run (a context variable); print() routing
@@ -45,6 +46,8 @@ from .errors import (
     CorpusNotFoundError,
     DuplicateRunIdError,
     EmbedderMismatchError,
+    ExecutorError,
+    ExecutorNotAvailableError,
     GraphNotFoundError,
     LLMAuthError,
     LLMConnectionError,
@@ -63,11 +66,23 @@ from .errors import (
     MCPToolError,
     RunInputError,
     RunNotFoundError,
+    SchedulerLostError,
     ServiceNotConfiguredError,
+    ServiceNotOnWorkerError,
+    WorkerLostError,
     WorkspaceClosedError,
     WorkspaceCorruptError,
     WorkspaceError,
     WorkspaceWriteError,
+)
+from .executors import (
+    close_dask_executors,
+    configure_dask,
+    dask_executor_for,
+    default_executor,
+    set_dask_address,
+    set_dask_client,
+    set_default_executor,
 )
 from .graphs import GraphFunction, GraphRegistry, GraphSpec, default_registry, graph_fn
 from .launch import blocking_waits, run, run_async, set_blocking_waits
@@ -158,6 +173,8 @@ __all__ = [
     "CorpusNotFoundError",
     "DuplicateRunIdError",
     "EmbedderMismatchError",
+    "ExecutorError",
+    "ExecutorNotAvailableError",
     "GraphFunction",
     "GraphNotFoundError",
     "GraphRegistry",
@@ -191,10 +208,13 @@ __all__ = [
     "RunVisibility",
     "RunWatch",
     "RunnerFacade",
+    "SchedulerLostError",
     "Service",
     "ServiceHub",
     "ServiceNotConfiguredError",
+    "ServiceNotOnWorkerError",
     "SqliteRunStore",
+    "WorkerLostError",
     "Workspace",
     "WorkspaceClosedError",
     "WorkspaceCorruptError",
@@ -204,10 +224,14 @@ __all__ = [
     "build_adhoc_context",
     "close_all_mcp_clients",
     "close_all_mcp_clients_soon",
+    "close_dask_executors",
+    "configure_dask",
     "configure_mcp_servers",
     "current_logger_factory",
     "current_run_managers",
     "current_services",
+    "dask_executor_for",
+    "default_executor",
     "default_registry",
     "default_workspace",
     "ensure_services_installed",
@@ -239,7 +263,10 @@ __all__ = [
     "run_async",
     "set_blocking_waits",
     "set_channel_alias",
+    "set_dask_address",
+    "set_dask_client",
     "set_default_channel",
+    "set_default_executor",
     "set_llm_client",
     "set_mcp_service",
     "set_rag_index_backend",

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import WorkspaceError
+from .executors import set_dask_executor_factory
+from .executors.dask import DaskExecutor
 from .run_manager import DEFAULT_MAX_CONCURRENCY, RunManager
 from .services import ServiceHub
 from .services.artifacts import ARTIFACTS_SCHEMA, ArtifactService
@@ -52,6 +54,10 @@ SCHEMA_COMPONENTS: tuple[SchemaComponent, ...] = (
 )
 
 MEMORY_WORKSPACE = "memory"
+
+# A loop's manager builds its Dask executor on its first Dask run (distributed is imported
+# then, not here); the executor registers its own closing with the manager (on_close).
+set_dask_executor_factory(DaskExecutor)
 
 
 # ------------------------------------------------------------------------- workspaces

@@ -15,12 +15,17 @@ and all of them from :class:`AgJupyterError`::
     ├── RunInputError               (ValueError)   inputs do not fit the graph's signature
     ├── DuplicateRunIdError         (ValueError)   an explicit run id is taken
     ├── ServiceNotConfiguredError   (RuntimeError) llm / rag / mcp ... not set up
+    │   ├── ExecutorNotAvailableError  (ExecutorError too) executor="dask" without distributed
+    │   └── ServiceNotOnWorkerError    (ExecutorError too) a kernel-only service, asked on a worker
     ├── AskError                                   a channel ask (context.channel().ask_*)
     │   ├── AskNotFoundError        (LookupError)  no ask with this id is known
     │   ├── AskClosedError          (RuntimeError) answered / timed out / canceled already
     │   ├── AskAnswerError          (ValueError)   an answer that does not fit the ask
     │   │   └── AskUploadTooLargeError            files over the upload caps
     │   └── AskTimeoutError         (TimeoutError) raised in the run: timeout_s passed
+    ├── ExecutorError               (RuntimeError) a run's executor (Dask) could not run it
+    │   ├── WorkerLostError                        the Dask worker running the body died
+    │   └── SchedulerLostError      (ConnectionError) the Dask scheduler went away mid-run
     ├── WorkspaceError              (OSError)      the workspace folder cannot be used
     │   ├── WorkspaceWriteError                    a write failed (disk full, read-only...)
     │   ├── WorkspaceClosedError                   the workspace was closed
@@ -42,6 +47,9 @@ and all of them from :class:`AgJupyterError`::
         ├── MCPTimeoutError         (TimeoutError) no answer within the client's timeout
         ├── MCPRequestError                        a JSON-RPC error answer (unknown tool...)
         └── MCPToolError                           a tool result with ``isError: true``
+
+Executor errors name the scheduler or worker address and the run; a run whose body was
+lost with its worker or scheduler ends ``failed`` with one of them as its ``error``.
 
 Every LLM error names the profile, the endpoint's URL and the model, and says what to do;
 none ever contains an API key. MCP messages never contain ``env`` values or HTTP header
@@ -166,6 +174,50 @@ class AskTimeoutError(AskError, TimeoutError):
     (AetherGraph 0.1.0a15 has no exception of its own for this: its continuation keeps a
     deadline that a cooperative wait never enforces). The run decides what to do: catch
     it (``except TimeoutError``) or let the run fail."""
+# ------------------------------------------------------------------------ executors
+class ExecutorError(AgJupyterError, RuntimeError):
+    """A run's executor (``executor="dask"``) could not run its body: the scheduler could
+    not be reached, a worker could not call back to the kernel, an outcome could not be
+    brought back... The message names the address involved and says what to do."""
+
+
+class ExecutorNotAvailableError(ExecutorError, ServiceNotConfiguredError):
+    """``executor="dask"`` was asked for but ``distributed`` is not installed: ``pip
+    install 'ag-jupyter[dask]'``. Raised at once where the choice is made (``@graph_fn``,
+    ``open_session``, ``set_default_executor``), else by the run, which ends failed."""
+
+
+class ServiceNotOnWorkerError(ExecutorError, ServiceNotConfiguredError):
+    """A graph body running on a Dask worker asked for a service that lives only in the
+    kernel (``mcp``, ``rag``, ``channel``, a custom one...). The message lists the services
+    a worker body has (``logger``, ``llm``, ``kv``, ``memory``, ``artifacts``,
+    ``runner()``) and says to run the graph with ``executor="local"`` instead."""
+
+
+class WorkerLostError(ExecutorError):
+    """The Dask worker running a run's body died (or left the cluster) before the body
+    ended; the run ends ``failed`` with this error, naming the worker. Its body is never
+    started again on another worker.
+
+    Attributes: ``worker`` (str, the worker's address).
+    """
+
+    def __init__(self, message: str, *, worker: str | None = None) -> None:
+        super().__init__(message)
+        self.worker = worker
+
+
+class SchedulerLostError(ExecutorError, ConnectionError):
+    """The kernel lost its Dask scheduler while a run was live on it; the run ends
+    ``failed`` with this error (its body's fate on the worker is unknown). Local runs are
+    not affected; the next Dask run connects again.
+
+    Attributes: ``address`` (str, the scheduler's address).
+    """
+
+    def __init__(self, message: str, *, address: str | None = None) -> None:
+        super().__init__(message)
+        self.address = address
 
 
 # ------------------------------------------------------------------------ workspace

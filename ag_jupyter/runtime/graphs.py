@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from . import current
 from .errors import GraphNotFoundError, RunInputError
+from .executors.names import check_executor
 
 CONTEXT_PARAM_NAMES = ("context", "ctx")
 
@@ -43,7 +44,10 @@ def forget_exceptions_of(run_id: str) -> None:
     _raise_to.pop(run_id, None)
 
 
-def _hand_over(exc: BaseException) -> None:
+def hand_over(exc: BaseException) -> None:
+    """Give ``exc``, raised by the current run's body, to a caller awaiting that run
+    (``await graph(...)``); executors that ran the body elsewhere call it in the run's
+    task with the exception brought back."""
     scope = current.current_scope()
     if scope is None or not scope.is_run:
         return
@@ -74,6 +78,8 @@ class GraphSpec:
       context_param: the parameter that receives the ``NodeContext`` (or None).
       is_async: whether ``function`` is a coroutine function (sync ones run in a worker
         thread).
+      executor: where its runs execute, ``"local"`` or ``"dask"``, or None to follow the
+        session / kernel default (see ``runtime/executors``).
       agent_id, app_id: from ``graph_fn(as_agent=..., as_app=...)``; runs started by
         awaiting the graph carry them.
       meta: the rest of the decorator's metadata (``entrypoint``, ``flow_id``,
@@ -94,6 +100,7 @@ class GraphSpec:
     agent_id: str | None = None
     app_id: str | None = None
     meta: dict[str, Any] = field(default_factory=dict, repr=False)
+    executor: str | None = None
 
     def __post_init__(self) -> None:
         if self.function is None:
@@ -172,7 +179,7 @@ def _wrap_body(spec: GraphSpec) -> Callable[..., Any]:
             try:
                 return normalise(await function(**kwargs))
             except BaseException as exc:
-                _hand_over(exc)
+                hand_over(exc)
                 raise
             finally:
                 _flush_run_output()
@@ -184,7 +191,7 @@ def _wrap_body(spec: GraphSpec) -> Callable[..., Any]:
         try:
             return normalise(function(**kwargs))
         except BaseException as exc:
-            _hand_over(exc)
+            hand_over(exc)
             raise
         finally:
             _flush_run_output()
@@ -313,6 +320,7 @@ def build_graph_spec(
     agent_id: str | None = None,
     app_id: str | None = None,
     meta: Mapping[str, Any] | None = None,
+    executor: str | None = None,
 ) -> GraphSpec:
     """Inspect ``fn`` and build its :class:`GraphSpec` (see :func:`graph_fn`).
 
@@ -397,6 +405,7 @@ def build_graph_spec(
         agent_id=agent_id,
         app_id=app_id,
         meta=dict(meta or {}),
+        executor=executor,
     )
 
 
@@ -473,6 +482,7 @@ def graph_fn(
     agent: str | None = None,
     max_concurrency: int | None = None,
     registry: GraphRegistry | None = None,
+    executor: str | None = None,
 ) -> Callable[[Callable[..., Any]], GraphFunction]:
     """Declare and register a graph function under ``name``; returns a
     :class:`GraphFunction` (AetherGraph 0.1.0a15's ``graph_fn`` signature).
@@ -506,12 +516,20 @@ def graph_fn(
         ``spec.meta``; a graph function has no internal scheduler to limit (0.1.0a15
         ignores it for graph functions too).
       registry: where to register (default: the process-wide registry).
+      executor: where its runs execute: ``"local"`` (this process), ``"dask"`` (a Dask
+        worker; see README "Outgrowing the kernel: Dask" for what the body must not
+        assume there), or None (the default: its session's choice, else the kernel's,
+        ``%config AgJupyter.executor``).
 
     Raises:
       TypeError: at decoration, for a function that is not callable, an empty name,
         declared inputs the function has no parameter for, two context parameters, or an
         ``as_agent``/``as_app`` that is not a dict.
+      ValueError: for an executor other than ``"local"`` / ``"dask"``.
+      ExecutorNotAvailableError: for ``executor="dask"`` without ``distributed``
+        installed (``pip install 'ag-jupyter[dask]'``).
     """
+    executor = check_executor(executor, where="graph_fn(executor=...)")
     agent_cfg = _config_dict("as_agent", as_agent)
     if agent is not None:
         agent_cfg = {"id": str(agent), **(agent_cfg or {})}
@@ -538,6 +556,7 @@ def graph_fn(
             agent_id=None if agent_cfg is None else str(agent_cfg.get("id") or name),
             app_id=None if app_cfg is None else str(app_cfg.get("id") or name),
             meta=meta,
+            executor=executor,
         )
         (registry if registry is not None else default_registry).register(spec)
         return GraphFunction(spec)

@@ -527,9 +527,15 @@ class NodeContext:
         ``"file:path"`` appends to a file under the workspace, other prefixes need
         ``register_channel_adapter``. While a run waits on an ask its status is
         ``waiting`` and it holds no concurrency slot (AetherGraph keeps it ``running``).
+
+        Raises:
+          TypeError: for a key that is not a str.
+          ServiceNotOnWorkerError: in a body running on a Dask worker (``executor="dask"``).
         """
         if channel_key is not None and not isinstance(channel_key, str):
             raise TypeError(f"channel_key must be a str or None, got {channel_key!r}")
+        # Asks live in the kernel's manager: a Dask worker body has no channel.
+        self.services.require_kernel("context.channel()")
         return ChannelSession(self, channel_key)
 
     def artifacts(self) -> ArtifactStore:

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import functools
 import logging
-import threading
 import traceback
 import uuid
 import warnings
@@ -26,6 +24,7 @@ from typing import Any, Literal, NamedTuple
 
 from . import current
 from .errors import DuplicateRunIdError, RunNotFoundError, WorkspaceError
+from .executors import LOCAL_EXECUTOR, choose_executor
 from .graphs import GraphRegistry, GraphSpec, default_registry
 from .models import (
     TERMINAL_STATUSES,
@@ -138,6 +137,7 @@ class LiveRun:
     # ``resume`` is set while an answered run queues for them again.
     slot_lent: bool = False
     resume: asyncio.Future[None] | None = None
+    executor: Any = None  # where the body runs (executors/); None: local
 
 
 @dataclass(eq=False, slots=True)
@@ -175,9 +175,13 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _keep_traceback(meta: dict[str, Any], exc: BaseException) -> None:
-    """Put ``exc``'s traceback text in ``meta`` (cut, and marked, if huge)."""
+    """Put ``exc``'s traceback text in ``meta`` (cut, and marked, if huge): the text of
+    where the body raised it (``exc.ag_traceback``, set by an executor that ran the body in
+    another process), else its own."""
+    text = getattr(exc, "ag_traceback", None)
     try:
-        text = "".join(traceback.format_exception(exc))
+        if not isinstance(text, str):
+            text = "".join(traceback.format_exception(exc))
     except Exception as fmt_exc:
         text = f"<traceback could not be formatted: {fmt_exc!r}>"
     text, clipped = clip_traceback(text)
@@ -500,7 +504,10 @@ class RunManager:
             app_id=app_id,
             meta=dict(meta) if meta else {},
         )
-        live = LiveRun(record=record, spec=spec, inputs=kwargs, count_slot=count_slot)
+        live = LiveRun(
+            record=record, spec=spec, inputs=kwargs, count_slot=count_slot,
+            executor=choose_executor(self, spec, session_id, meta),
+        )
         self._live[run_id] = live
         durable = await self._put(record, inputs=kwargs)
         self._emit("created", record)
@@ -871,55 +878,14 @@ class RunManager:
         cancelled = False
         try:
             await self.store.update(record)
-            if spec.is_async:
-                result = await spec.fn(**kwargs)
-            else:
-                # The run's own task is never cancelled for a sync graph (see cancel_run),
-                # so this only raises CancelledError if the loop itself is shutting down.
-                result = await self._run_in_thread(live, kwargs)
+            # Local: async bodies here, sync ones in a thread; or a Dask worker (executors/).
+            result = await (live.executor or LOCAL_EXECUTOR).run(self, live, kwargs)
             outputs = spec.normalise_outputs(result)
         except asyncio.CancelledError:
             cancelled = True
         except BaseException as exc:  # the run's failure is kept on its record, never raised
             error = exc
         await self._finish(live, outputs=outputs, error=error, cancelled=cancelled)
-
-    def _run_in_thread(self, live: LiveRun, kwargs: dict[str, Any]) -> asyncio.Future[Any]:
-        loop = self._loop
-        assert loop is not None
-        future: asyncio.Future[Any] = loop.create_future()
-
-        def settle(kind: str, value: Any) -> None:
-            if future.done():
-                return
-            if kind == "cancel":
-                future.cancel()
-            elif kind == "error":
-                future.set_exception(value)
-            else:
-                future.set_result(value)
-
-        def worker() -> None:
-            try:
-                outcome: tuple[str, Any] = ("result", live.spec.fn(**kwargs))
-            except asyncio.CancelledError:  # raise_if_cancel_requested() in the thread
-                outcome = ("cancel", None)
-            except BaseException as exc:
-                outcome = ("error", exc)
-            # The loop may be closed by now (script ended): then nobody is waiting.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, *outcome)
-
-        # A daemon thread per sync run: a sync graph that never checks the cancel flag must
-        # not keep the interpreter from exiting, as a pool's non-daemon worker would. It runs
-        # in a copy of this task's context, so the body sees the current run (current.py).
-        threading.Thread(
-            target=contextvars.copy_context().run,
-            args=(worker,),
-            name=f"ag-run:{live.record.run_id}",
-            daemon=True,
-        ).start()
-        return asyncio.shield(future)
 
     async def _finish(
         self,
@@ -1138,7 +1104,10 @@ class RunManager:
         # Emit and cancel before awaiting the store: the run may end during that await, and
         # its terminal event must come after this one.
         self._emit("changed", record)
-        if live.spec.is_async and live.task is not None:
+        executor = live.executor
+        if executor is not None and executor.cancel(self, live, reason):
+            pass  # the executor stops the body (on a Dask worker); the task ends with it
+        elif live.spec.is_async and live.task is not None:
             live.task.cancel(f"ag_jupyter cancel_run: {reason}")
             loop = self._loop
             assert loop is not None
@@ -1167,6 +1136,19 @@ class RunManager:
             return
         task.cancel("ag_jupyter cancel_run: cancelled again (the body swallowed it)")
         live.recancel = loop.call_later(RECANCEL_EVERY_S, self._recancel, live, deadline)
+
+    def update_meta(self, run_id: str, changes: Mapping[str, Any]) -> RunRecord | None:
+        """Merge ``changes`` into a live run's ``record.meta`` (executors say where a run
+        is: ``meta["executor"]``, ``meta["worker"]``...) and emit the change; the store gets
+        it with the run's next write (at the latest its final record). Returns the new
+        record, or None if the run is not live.
+        """
+        live = self._live.get(run_id)
+        if live is None or live.record.status.is_terminal:
+            return None
+        record = self._set(live, meta={**live.record.meta, **changes})
+        self._emit("changed", record)
+        return record
 
     def _background_task(self, coro: Any, name: str) -> None:
         assert self._loop is not None

@@ -14,13 +14,14 @@ from typing import Any
 
 from . import current
 from .defaults import get_run_manager
+from .executors import check_executor, use_session_executor
 from .node_context import NodeContext
 from .run_manager import RunManager
 
 # Names of services that may be injected directly as overrides (open_session(llm=...)).
 SERVICE_OVERRIDES = ("llm", "kv", "memory", "artifacts", "logger", "rag")
 IDENTITY_OVERRIDES = ("session_id", "agent_id", "app_id")
-OTHER_OVERRIDES = ("max_concurrency", "services", "mcp", "run_manager")
+OTHER_OVERRIDES = ("max_concurrency", "services", "mcp", "run_manager", "executor")
 ACCEPTED_OVERRIDES = IDENTITY_OVERRIDES + OTHER_OVERRIDES + SERVICE_OVERRIDES
 
 
@@ -60,7 +61,10 @@ async def build_adhoc_context(
         at most that many of this session's slot-counted runs at once, inside the loop's
         one manager and its global limit; the limit keeps applying to runs submitted
         before the session closed, which keep running like any other run);
-        ``run_manager`` (use this manager); ``services`` (dict name ->
+        ``run_manager`` (use this manager); ``executor`` (``"local"`` or ``"dask"``:
+        where the session's runs execute, for runs submitted under its session id while it
+        is open, unless their graph chose its own; see ``runtime/executors``);
+        ``services`` (dict name ->
         object) and ``mcp`` (dict name -> client) injected for this context only; and the
         service names ``llm``, ``kv``, ``memory``, ``artifacts``, ``logger``, ``rag`` to
         inject one directly.
@@ -72,7 +76,9 @@ async def build_adhoc_context(
     Returns a context; release what it opened with ``await ctx.aclose()``.
 
     Raises:
-      ValueError: for a non-positive ``max_concurrency``.
+      ValueError: for a non-positive ``max_concurrency`` or an unknown ``executor``.
+      ExecutorNotAvailableError: for ``executor="dask"`` without ``distributed``
+        installed (``pip install 'ag-jupyter[dask]'``).
       RuntimeError: if no event loop is running.
     """
     return await _build(run_id, graph_id, node_id, rt_overrides, warn_stacklevel=4)
@@ -92,6 +98,7 @@ async def _build(
     max_concurrency = ov.pop("max_concurrency", None)
     if max_concurrency is not None:
         RunManager.check_concurrency(max_concurrency)
+    executor = check_executor(ov.pop("executor", None), where="open_session(executor=...)")
     if manager is None:
         manager = get_run_manager()
     injected = dict(ov.pop("services", None) or {})
@@ -120,6 +127,14 @@ async def _build(
             manager.release_session_limit(session_id)
 
         ctx.on_close(release)
+    if executor is not None:
+        assert ctx.session_id is not None
+        release_executor = use_session_executor(ctx.session_id, executor)
+
+        async def forget_executor() -> None:
+            release_executor()
+
+        ctx.on_close(forget_executor)
     return ctx
 
 
@@ -142,7 +157,8 @@ async def open_session(
     stay listed.
 
     Raises:
-      ValueError: for a non-positive ``max_concurrency``.
+      ValueError: for a non-positive ``max_concurrency`` or an unknown ``executor``.
+      ExecutorNotAvailableError: for ``executor="dask"`` without ``distributed``.
     """
     ctx = await _build(run_id, graph_id, node_id, rt_overrides, warn_stacklevel=5)
     token = current.enter_session(ctx)

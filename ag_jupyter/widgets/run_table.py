@@ -180,7 +180,9 @@ def record_to_row(record: RunRecord, *, hide_parent: bool = False) -> dict[str, 
     characters; the detail view sends more) and ``parent_run_id`` (None with
     ``hide_parent``, see :func:`hides_parent`). Only when set, to keep pages small:
     ``agent_id``, ``app_id``, ``usage`` (:func:`usage_badge`), ``progress``
-    (:func:`progress_info`), ``retry_of`` and ``open_asks`` (how many asks wait).
+    (:func:`progress_info`), ``retry_of``, ``open_asks`` (how many asks wait) and, for a
+    run whose body ran elsewhere (``executor="dask"``), ``executor`` and ``worker`` (the
+    Dask worker's address).
     """
     meta = record.meta
     row: dict[str, Any] = {
@@ -210,6 +212,9 @@ def record_to_row(record: RunRecord, *, hide_parent: bool = False) -> dict[str, 
         asks = meta.get("asks")
         if isinstance(asks, list) and asks:
             row["open_asks"] = len(asks)
+        if meta.get("executor", "local") != "local":
+            row["executor"] = cut(meta["executor"], 40)
+            row["worker"] = cut(meta.get("worker"), 200)
     return row
 
 

@@ -21,6 +21,7 @@ function row(runId, extra = {}) {
     error: null,
     traceback: null,
     parent_run_id: null,
+    worker: null,
     ...extra,
   };
 }
@@ -174,6 +175,14 @@ describe("render (fake DOM)", () => {
     assert.equal(shut.textContent, "▸");
     assert.equal(shut.getAttribute("aria-expanded"), "false");
     assert.equal(shut.getAttribute("title"), "Show 3 child runs");
+  });
+
+  test("a Dask run's graph cell names its worker on hover", async () => {
+    const { tr, send } = await mount();
+    await send(pageMsg([row("d", { worker: "tcp://10.0.0.7:40123" }), row("l")]));
+    const dask = tr("d").querySelector(".ag-col-graph");
+    assert.equal(dask.getAttribute("title"), "ran on Dask worker tcp://10.0.0.7:40123");
+    assert.equal(tr("l").querySelector(".ag-col-graph").getAttribute("title"), null);
   });
 
   test("an incremental page patches the changed row in place", async () => {

@@ -190,6 +190,10 @@ class ServiceHub:
         names.extend(n for n in list_mcp_clients() if n not in names)
         return names
 
+    def require_kernel(self, what: str) -> None:
+        """Nothing: this hub is the kernel's. (A Dask worker body's hub raises
+        ``ServiceNotOnWorkerError`` naming ``what``, e.g. ``"context.channel()"``.)"""
+
     def mcp(self, name: str | None, context: Any) -> Any:
         """The MCP client ``name`` as ``context`` sees it (its tool calls are recorded as
         steps of the context's run); with ``name`` None, the MCP service seen from

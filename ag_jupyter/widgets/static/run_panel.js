@@ -159,6 +159,8 @@ export function normalizeRow(raw) {
     progress: normalizeProgress(raw.progress),
     retry_of: nonEmptyStringOrNull(raw.retry_of),
     open_asks: intAtLeast(raw.open_asks, 0, 0),
+    // The Dask worker an executor="dask" run ran on (null for local runs).
+    worker: nonEmptyStringOrNull(raw.worker),
   };
 }
 
@@ -1124,6 +1126,10 @@ function updateRowView(make, view, entry, now, cancelRequested) {
   });
   patch(view, "id", text.run_id, (v) => (view.idText.textContent = v));
   patch(view, "graph", text.graph_id, (v) => (view.graphText.textContent = v));
+  patch(view, "worker", row.worker, (w) => {
+    if (w) view.cells.graph.setAttribute("title", `ran on Dask worker ${w}`);
+    else view.cells.graph.removeAttribute("title");
+  });
   const badges = badgeList(row);
   patch(view, "badges", JSON.stringify(badges), () => renderBadges(make, view.badges, badges));
   patch(view, "status", row.status, (s) => {
