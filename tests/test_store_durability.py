@@ -407,3 +407,32 @@ async def test_inputs_are_stored_with_the_run(durable: RunManager, tmp_path: Pat
 
 def _json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+async def test_a_submit_cancelled_while_its_record_is_stored_leaves_no_live_run(
+    durable: RunManager,
+) -> None:
+    """An interrupt landing in spawn_run's store write (the caller never gets the run id):
+    the run never starts and ends canceled, on disk, instead of staying pending forever
+    (found by tests/test_session_cell_kernel.py's fifty random interrupts)."""
+    # Two submits in one loop iteration: the second one's put joins the first one's
+    # group commit, so it awaits; the interrupt lands there.
+    first = asyncio.create_task(durable.submit_run("echo", inputs={"x": 1}))
+    task = asyncio.create_task(durable.submit_run("echo", inputs={"x": 2}))
+    await asyncio.sleep(0)
+    assert first.done() and not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (await durable.wait_run(first.result().run_id)).status is RunStatus.succeeded
+    for _ in range(100):
+        if not durable.live_records():
+            break
+        await asyncio.sleep(0.01)
+    assert durable.live_records() == []
+    records = await durable.list_records()
+    assert len(records) == 2
+    (record,) = [r for r in records if r.run_id != first.result().run_id]
+    assert record.status is RunStatus.canceled and record.started_at is None
+    assert record.meta["cancel_reason"] == "submit_cancelled"
+    assert (await durable.wait_run(record.run_id)).status is RunStatus.canceled

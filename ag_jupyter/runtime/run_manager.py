@@ -509,7 +509,21 @@ class RunManager:
             executor=choose_executor(self, spec, session_id, meta),
         )
         self._live[run_id] = live
-        durable = await self._put(record, inputs=kwargs)
+        try:
+            durable = await self._put(record, inputs=kwargs)
+        except asyncio.CancelledError:
+            # The caller was cancelled (a kernel interrupt) while the record was being
+            # stored: it never got the run id, so the run never starts. It ends canceled
+            # (in a task of its own: the caller may be cancelled again) instead of staying
+            # pending and live forever.
+            self._emit("created", record)
+            if live.record.status is RunStatus.pending:
+                self._set(live, meta={**live.record.meta, "cancel_reason": "submit_cancelled"})
+                self._background_task(
+                    self._finish(live, outputs=None, error=None, cancelled=True),
+                    f"ag-finish:{run_id}",
+                )
+            raise
         self._emit("created", record)
         if live.record.status is not RunStatus.pending:
             return live.record  # cancelled while its record was being stored
