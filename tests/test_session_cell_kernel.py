@@ -300,15 +300,25 @@ def test_fifty_interrupts_at_random_points(tmp_path):
         settle = kernel.run(
             "manager = get_run_manager()\n"
             "records = [await manager.wait_run(r, timeout_s=30) for r in spawned]\n"
-            "await asyncio.sleep(0.3)\n"
+            # runs whose id an interrupt kept from the cell (landing just after spawn_run
+            # returned) end too: none is stuck
+            "async with asyncio.timeout(30):\n"
+            "    while manager.live_records():\n"
+            "        await asyncio.sleep(0.05)\n"
             "known = await manager.list_records(limit=100000)\n",
             timeout=180,
         )
         assert settle.status == "ok", settle.content
         assert kernel.evaluate("{r.status.value for r in records}") == "{'succeeded'}"
         assert kernel.evaluate("len(manager.live_records())") == "0"
-        # every run the store knows (spawned ids not returned to the cell included) ended
-        assert kernel.evaluate("sorted({r.status.value for r in known})") == "['succeeded']"
+        # every run the store knows (spawned ids not returned to the cell included) ended:
+        # succeeded, or canceled before it started when the interrupt landed inside
+        # spawn_run (the cell never got that id)
+        assert kernel.evaluate(
+            "sorted({r.status.value if r.status.value == 'succeeded' or (r.run_id not in "
+            "spawned and r.started_at is None and r.meta.get('cancel_reason') == "
+            "'submit_cancelled') else repr(r) for r in known} - {'canceled'})"
+        ) == "['succeeded']"
         assert kernel.evaluate("len(known) >= len(spawned) > 0") == "True"
         later = kernel.run("gc.collect(); await asyncio.sleep(0.2); print('clean')")
         assert later.status == "ok" and later.text == "clean\n", later.text
