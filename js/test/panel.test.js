@@ -10,6 +10,7 @@ import { readFileSync } from "node:fs";
 import { afterEach, beforeEach, describe, mock, test } from "node:test";
 
 import { FakeDocument, FakeModel } from "../test_support/fake_dom.js";
+import { row } from "../test_support/rows.js";
 import {
   answerMessage,
   approvalOptions,
@@ -40,23 +41,6 @@ const CSS = new URL("../../ag_jupyter/widgets/static/run_panel.css", import.meta
 const EVIL = "<img src=x onerror=alert(1)>";
 const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const frame = () => wait(40);
-
-function row(runId, extra = {}) {
-  return {
-    run_id: runId,
-    graph_id: "g",
-    status: "running",
-    session_id: null,
-    tags: [],
-    created_at: 100,
-    started_at: 100,
-    finished_at: null,
-    error: null,
-    traceback: null,
-    parent_run_id: null,
-    ...extra,
-  };
-}
 
 function ask(askId, extra = {}) {
   return {

@@ -3,28 +3,11 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, mock, test } from "node:test";
 
 import { FakeDocument, FakeModel } from "../test_support/fake_dom.js";
+import { row } from "../test_support/rows.js";
 import { SEARCH_DEBOUNCE_MS } from "../../ag_jupyter/widgets/static/run_panel.js";
 
 const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const frame = () => wait(40); // longer than the 16 ms frame fallback
-
-function row(runId, extra = {}) {
-  return {
-    run_id: runId,
-    graph_id: "g",
-    status: "running",
-    session_id: null,
-    tags: [],
-    created_at: 100,
-    started_at: 100,
-    finished_at: null,
-    error: null,
-    traceback: null,
-    parent_run_id: null,
-    worker: null,
-    ...extra,
-  };
-}
 
 const leaf = (id) => [id, 0, 0, false];
 
