@@ -82,7 +82,6 @@ from .iopub import hand_off
 from .run_table import (
     ALL,
     ASKS_SHOWN,
-    FILES_MAX_BYTES,
     ID_CHARS,
     PAGE_SIZE,
     SEARCH_CHARS,
@@ -312,8 +311,7 @@ class RunPanel(anywidget.AnyWidget):
         out = []
         for ask in asks:
             record = self._table.record(ask.run_id)
-            out.append(ask_to_dict(ask, graph_id=record.graph_id if record else None,
-                                   max_bytes=FILES_MAX_BYTES))
+            out.append(ask_to_dict(ask, graph_id=record.graph_id if record else None))
         return out
 
     def _send_page(self, *, reset: bool) -> None:
@@ -595,7 +593,7 @@ class RunPanel(anywidget.AnyWidget):
         raw_id = content.get("ask_id")
         ask_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= ID_CHARS else None
         try:
-            ask_id, value = check_answer(content, max_bytes=FILES_MAX_BYTES)
+            ask_id, value = check_answer(content)
         except ValueError as exc:
             self._notice(f"ignored a bad answer: {exc}", ask_id=ask_id)
             return

@@ -28,6 +28,7 @@ from operator import attrgetter
 from typing import Any
 
 from ..runtime.models import RunRecord, RunStatus
+from ..runtime.services.channel import MAX_UPLOAD_FILES
 from .snapshot import parse_statuses
 
 PAGE_SIZE = 50
@@ -57,7 +58,7 @@ ASK_OPTIONS = 50
 ASK_OPTION_CHARS = 200
 #: Bounds of an answer message from the browser.
 ANSWER_TEXT_CHARS = 100_000
-FILES_MAX_COUNT = 20
+FILES_MAX_COUNT = MAX_UPLOAD_FILES  # the runtime's own cap on files per ask
 FILES_MAX_BYTES = 5 * 1024 * 1024  # total decoded bytes of a files answer (comm size limit)
 ID_CHARS = 1_000  # longest run / ask / artifact id accepted from the browser
 SEARCH_CHARS = 500
@@ -762,12 +763,12 @@ def record_detail(record: RunRecord, *, hide_parent: bool = False) -> dict[str, 
 
 
 # --------------------------------------------------------------------------- asks
-def ask_to_dict(ask: Any, *, graph_id: str | None = None,
-                max_bytes: int | None = None) -> dict[str, Any]:
+def ask_to_dict(ask: Any, *, graph_id: str | None = None) -> dict[str, Any]:
     """One open ask (an ``ag_jupyter.runtime.Ask``) as the front end shows it: ids, kind,
     prompt (cut to :data:`ASK_PROMPT_CHARS`), options (:data:`ASK_OPTIONS` at most,
     ``{"id", "label"}``), ``created_at`` / ``deadline`` (epoch s or None), the run's
-    graph and, for a files ask, ``max_bytes`` (the upload cap in bytes)."""
+    graph and, for a files ask, ``max_bytes`` (the panel's upload cap in bytes,
+    :data:`FILES_MAX_BYTES`)."""
     options = []
     for option in list(getattr(ask, "options", None) or [])[:ASK_OPTIONS]:
         if isinstance(option, Mapping):
@@ -778,9 +779,6 @@ def ask_to_dict(ask: Any, *, graph_id: str | None = None,
         options.append({"id": cut(oid, ASK_OPTION_CHARS) or "",
                         "label": cut(label, ASK_OPTION_CHARS) or ""})
     kind = getattr(ask, "kind", "text")
-    cap = getattr(ask, "max_bytes", None)
-    if not isinstance(cap, int) or cap <= 0:
-        cap = max_bytes if max_bytes is not None else FILES_MAX_BYTES
     return {
         "ask_id": cut(getattr(ask, "ask_id", ""), ID_CHARS) or "",
         "run_id": cut(getattr(ask, "run_id", ""), ID_CHARS) or "",
@@ -790,7 +788,7 @@ def ask_to_dict(ask: Any, *, graph_id: str | None = None,
         "options": options,
         "created_at": _epoch(getattr(ask, "created_at", None)),
         "deadline": _epoch(getattr(ask, "deadline", None)),
-        "max_bytes": min(cap, FILES_MAX_BYTES) if kind == "files" else None,
+        "max_bytes": FILES_MAX_BYTES if kind == "files" else None,
     }
 
 
