@@ -311,6 +311,8 @@ class WorkerServiceHub:
         return ["artifacts", "kv", "llm", "logger", "memory"]
 
     def require_kernel(self, what: str) -> None:
+        """Raise ``ServiceNotOnWorkerError`` naming ``what`` (e.g. ``"context.channel()"``):
+        it lives in the kernel, and this hub is a worker body's."""
         raise _not_on_worker(what)
 
     def mcp(self, name: str | None, context: Any) -> Any:
