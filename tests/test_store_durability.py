@@ -436,3 +436,26 @@ async def test_a_submit_cancelled_while_its_record_is_stored_leaves_no_live_run(
     assert record.status is RunStatus.canceled and record.started_at is None
     assert record.meta["cancel_reason"] == "submit_cancelled"
     assert (await durable.wait_run(record.run_id)).status is RunStatus.canceled
+
+
+async def test_a_submit_abandoned_while_its_record_is_stored_leaves_no_live_run(
+    durable: RunManager,
+) -> None:
+    """The same when the caller's coroutine is closed mid-await instead of cancelled (an
+    await chain dropped, as an interrupt raised at the wrong opcode once did): the run
+    ends canceled instead of staying pending forever."""
+    first = asyncio.create_task(durable.submit_run("echo", inputs={"x": 1}))
+    await asyncio.sleep(0)
+    assert first.done()
+    coro = durable.submit_run("echo", inputs={"x": 2})
+    coro.send(None)  # suspends in the store write (the group commit of `first`'s loop step)
+    (live,) = [r for r in durable.live_records() if r.run_id != first.result().run_id]
+    coro.close()  # GeneratorExit at that await
+    for _ in range(100):
+        if not durable.live_records():
+            break
+        await asyncio.sleep(0.01)
+    assert durable.live_records() == []
+    record = await durable.wait_run(live.run_id)
+    assert record.status is RunStatus.canceled and record.started_at is None
+    assert record.meta["cancel_reason"] == "submit_cancelled"

@@ -48,6 +48,7 @@ import __future__
 
 import ast
 import asyncio
+import dis
 import inspect
 import linecache
 import re
@@ -522,6 +523,11 @@ class _CellInterrupts:
     def _trace(self, frame: FrameType, event: str, arg: Any) -> Any:
         __tracebackhide__ = True
         if self._armed is frame and event in ("line", "opcode"):
+            if _suspending(frame):
+                # The runtime code it called suspends (its await chain yields through
+                # this frame): raising here would abandon that code mid-call. Let it
+                # suspend; _cancel_if_armed then cancels the task at that await.
+                return self._trace
             self._disarm()
             self._deferred = False
             raise KeyboardInterrupt
@@ -549,6 +555,24 @@ class _CellInterrupts:
             self.cancels += 1
         else:
             self.pending = True
+
+
+# The opcodes a coroutine frame runs while an await it is in suspends or resumes
+# (CPython 3.11-3.13 bytecode for ``await``).
+_SUSPENDING_OPCODES = frozenset(
+    dis.opmap[name]
+    for name in ("YIELD_VALUE", "RESUME", "JUMP_BACKWARD_NO_INTERRUPT")
+    if name in dis.opmap
+)
+_ASYNC_FLAGS = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def _suspending(frame: FrameType) -> bool:
+    """Whether ``frame`` (a user coroutine's, at an ``opcode`` trace event) is about to
+    suspend in, or resume from, the await it is in: its awaited runtime call is not done."""
+    if not frame.f_code.co_flags & _ASYNC_FLAGS or frame.f_lasti < 0:
+        return False
+    return frame.f_code.co_code[frame.f_lasti] in _SUSPENDING_OPCODES
 
 
 def _no_trace(frame: FrameType, event: str, arg: Any) -> None:

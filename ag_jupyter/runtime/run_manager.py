@@ -511,11 +511,12 @@ class RunManager:
         self._live[run_id] = live
         try:
             durable = await self._put(record, inputs=kwargs)
-        except asyncio.CancelledError:
-            # The caller was cancelled (a kernel interrupt) while the record was being
-            # stored: it never got the run id, so the run never starts. It ends canceled
-            # (in a task of its own: the caller may be cancelled again) instead of staying
-            # pending and live forever.
+        except BaseException:
+            # The caller was cancelled (a kernel interrupt) or its coroutine closed
+            # (GeneratorExit: abandoned mid-await) while the record was being stored: it
+            # never got the run id, so the run never starts. It ends canceled (in a task
+            # of its own: the caller may be cancelled again) instead of staying pending
+            # and live forever.
             self._emit("created", record)
             if live.record.status is RunStatus.pending:
                 self._set(live, meta={**live.record.meta, "cancel_reason": "submit_cancelled"})
