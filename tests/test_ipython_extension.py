@@ -275,6 +275,38 @@ def test_config_validates_and_applies_concurrency(shell, caplog):
     assert manager.max_concurrency == 3
 
 
+def test_a_refused_config_value_keeps_the_previous_one_and_reload_still_works(shell, caplog):
+    # IPython's %config hands the statement to every configurable; the others merge it
+    # into the shell's shared config, where a refused value used to stay and make the next
+    # %reload_ext fail (the extension then gone from the kernel).
+    shell.run_line_magic("config", "AgJupyter.max_concurrency = 3")
+    shell.run_line_magic("config", "AgJupyter.max_concurrency = -1")
+    assert "max_concurrency must be a positive int, got -1" in caplog.text
+    assert shell.config.AgJupyter.max_concurrency == 3
+    result = run(shell, "%reload_ext ag_jupyter")
+    assert result.error_in_exec is None
+    assert shell._ag_jupyter_state.config.max_concurrency == 3
+    assert shell.run_line_magic("config", "AgJupyter.max_concurrency") == 3
+
+
+def test_a_bad_value_in_the_ipython_configuration_is_named_and_skipped_at_load(shell):
+    shell.run_line_magic("unload_ext", "ag_jupyter")
+    shell.config.AgJupyter.max_concurrency = -5  # as an ipython_config.py line would
+    shell.config.AgJupyter.panel_refresh_s = 0.5
+    with pytest.warns(RuntimeWarning, match=r"AgJupyter.max_concurrency = -5 .*default 8"):
+        shell.run_line_magic("load_ext", "ag_jupyter")
+    config = shell._ag_jupyter_state.config
+    assert (config.max_concurrency, config.panel_refresh_s) == (8, 0.5)
+    assert "max_concurrency" not in shell.config.AgJupyter
+    assert run(shell, "%%ag_session\n1 + 1").result == 2
+
+
+def test_config_llm_prices_reads_back_what_was_set(shell):
+    shell.run_line_magic("config", "AgJupyter.llm_prices = {'m-1': [1.0, 2.0]}")
+    assert shell.run_line_magic("config", "AgJupyter.llm_prices") == {"m-1": [1.0, 2.0]}
+    shell.run_line_magic("config", "AgJupyter.llm_prices = None")
+
+
 def test_load_is_idempotent_and_unload_removes_everything(shell):
     from ag_jupyter import load_ipython_extension, unload_ipython_extension
 

@@ -4,12 +4,13 @@ that holds the extension's state."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from traitlets import Bool, Dict, Enum, Float, Int, TraitError, Unicode, validate
-from traitlets.config import Configurable
+from traitlets.config import Config, Configurable
 
 
 class AgJupyter(Configurable):
@@ -73,6 +74,8 @@ class AgJupyter(Configurable):
             set_llm_prices(proposal["value"])  # validates, then applies
         except (TypeError, ValueError) as exc:
             raise TraitError(f"AgJupyter.llm_prices: {exc}") from None
+        return proposal["value"]
+
     executor = Enum(
         ["local", "dask"],
         "local",
@@ -120,6 +123,27 @@ class AgJupyter(Configurable):
             )
         return value
 
+    def update_config(self, config: Config) -> None:
+        """Load ``config`` (``%config AgJupyter.x = y`` calls this with that statement).
+
+        Raises:
+          TraitError: for a value a validator refuses. That value is removed from
+            ``config`` first: ``%config`` hands the same object to every configurable, and
+            the others merge it into the shell's shared config, where a refused value would
+            stay and break the next ``%load_ext``/``%reload_ext``. The setting keeps its
+            previous value, there and here.
+        """
+        try:
+            super().update_config(config)
+        except TraitError:
+            name = type(self).__name__
+            if name in config:
+                section = config[name]
+                for key in list(section):
+                    if key not in self.trait_names() or getattr(self, key) != section[key]:
+                        del section[key]
+            raise
+
     @validate("panel_refresh_s")
     def _check_refresh(self, proposal: dict[str, Any]) -> float:
         value = proposal["value"]
@@ -128,6 +152,36 @@ class AgJupyter(Configurable):
                 f"AgJupyter.panel_refresh_s must be between 0.01 and 60 seconds, got {value!r}"
             )
         return value
+
+
+def load_settings(parent: Any) -> AgJupyter:
+    """The ``AgJupyter`` settings of ``parent`` (an ``InteractiveShell``), from its config.
+
+    A value there that a validator refuses (an ``ipython_config.py`` line, say) does not
+    stop the extension from loading: it is dropped from the config, its setting keeps the
+    default, and a ``RuntimeWarning`` names the setting, the value and what was wrong.
+    """
+    try:
+        return AgJupyter(parent=parent)
+    except TraitError:
+        pass
+    name = AgJupyter.__name__
+    section = parent.config[name] if name in parent.config else {}
+    for key in list(section):
+        value = section[key]
+        try:
+            AgJupyter(config=Config({name: {key: value}}))
+        except TraitError as exc:
+            del section[key]
+            default = AgJupyter.class_traits()[key].default()  # only traits are validated
+            warnings.warn(
+                f"ignoring {name}.{key} = {value!r} in the IPython configuration ({exc}); "
+                f"it keeps its default {default!r}. Set a valid value with "
+                f"%config {name}.{key} = ...",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return AgJupyter(parent=parent)
 
 
 STATE_ATTR = "_ag_jupyter_state"

@@ -24,7 +24,7 @@ from ..runtime import (
 )
 from ..runtime.defaults import build_manager
 from ..runtime.services.llm import set_llm_prices
-from .config import STATE_ATTR, AgJupyter, ExtensionState, extension_state
+from .config import STATE_ATTR, ExtensionState, extension_state, load_settings
 from .magics import AgMagics
 from .session_cell import SessionCellTransformer, SessionMagics
 
@@ -34,7 +34,7 @@ def load_ipython_extension(shell: Any) -> None:
     nothing. Everything added is recorded in one shell attribute (``config.STATE_ATTR``)."""
     if extension_state(shell) is not None:
         return
-    config = AgJupyter(parent=shell)
+    config = load_settings(shell)
     magics = [SessionMagics(shell), AgMagics(shell, config=config)]
     transformer = SessionCellTransformer(shell)
     shell.configurables.append(config)
