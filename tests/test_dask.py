@@ -505,11 +505,29 @@ def test_config_executor_in_a_real_interactiveshell(dask_address):
             "rid = await context.runner().spawn_run('dask_plain', inputs={'x': 3})\n"
             "rec, out = await context.runner().wait_run(rid, return_outputs=True)\n"
             "answer = (rec.status.value, rec.meta.get('executor'), out['pid'] != os.getpid())\n"
-            "from ag_jupyter.runtime import get_run_manager\n"
-            "await get_run_manager().close()\n"
         )
         assert result.error_in_exec is None, result.error_in_exec
         assert sh.user_ns["answer"] == ("succeeded", "dask", True)
+        # The kernel default back to local; one cell's session chooses Dask for its runs.
+        sh.run_line_magic("config", "AgJupyter.executor = 'local'")
+        result = sh.run_cell(
+            "%%ag_session --executor dask\n"
+            "rec, out = await context.runner().wait_run(\n"
+            "    await context.runner().spawn_run('dask_plain', inputs={'x': 3}),\n"
+            "    return_outputs=True)\n"
+            "answer = (rec.meta.get('executor'), out['pid'] != os.getpid())\n"
+        )
+        assert result.error_in_exec is None, result.error_in_exec
+        assert sh.user_ns["answer"] == ("dask", True)
+        result = sh.run_cell(
+            "from ag_jupyter.runtime import get_run_manager\n"
+            "rec, out, *_ = await get_run_manager().run_and_wait('dask_plain', inputs={})\n"
+            "answer = (rec.meta.get('executor'), out['pid'] == os.getpid())\n"
+            "await get_run_manager().close()\n"
+        )
+        assert result.error_in_exec is None, result.error_in_exec
+        assert sh.user_ns["answer"] == (None, True)  # outside that session: the kernel's
+        sh.run_line_magic("config", "AgJupyter.executor = 'dask'")
         sh.run_line_magic("config", "AgJupyter.executor = 'ray'")  # refused (logged)
         from ag_jupyter.ipython.config import extension_config
         from ag_jupyter.runtime.executors import default_executor

@@ -307,6 +307,27 @@ def test_config_llm_prices_reads_back_what_was_set(shell):
     shell.run_line_magic("config", "AgJupyter.llm_prices = None")
 
 
+def test_session_cell_max_concurrency_limits_its_runs(shell):
+    result = run(
+        shell,
+        "%%ag_session --max-concurrency 1 --session-id lim\n"
+        "from ag_jupyter import get_run_manager\n"
+        "ids = [await context.runner().spawn_run('ext_sleep', inputs={'seconds': 0.3}) "
+        "for _ in range(2)]\n"
+        "await asyncio.sleep(0.1)\n"
+        "statuses = [get_run_manager().find_record(r).status.value for r in ids]\n"
+        "[(await context.runner().wait_run(r)).status.value for r in ids]\n",
+    )
+    assert result.error_in_exec is None, result.error_in_exec
+    assert shell.user_ns["statuses"] == ["running", "pending"]
+    assert result.result == ["succeeded", "succeeded"]
+    bad = run(shell, "%%ag_session --max-concurrency 0\n1")
+    assert isinstance(bad.error_in_exec, ValueError)
+    assert "max_concurrency" in str(bad.error_in_exec) and "0" in str(bad.error_in_exec)
+    with pytest.raises(UsageError, match="invalid choice: 'ray'"):
+        shell.run_cell_magic("ag_session", "--executor ray", "1")
+
+
 def test_load_is_idempotent_and_unload_removes_everything(shell):
     from ag_jupyter import load_ipython_extension, unload_ipython_extension
 

@@ -109,6 +109,20 @@ class SessionMagics(Magics):
     )
     @argument("--agent-id", dest="agent_id", help="Agent id for spawned runs.")
     @argument("--app-id", dest="app_id", help="App id for spawned runs.")
+    @argument(
+        "--max-concurrency",
+        dest="max_concurrency",
+        type=int,
+        metavar="N",
+        help="At most N of this session's runs at once (open_session(max_concurrency=N)).",
+    )
+    @argument(
+        "--executor",
+        dest="executor",
+        choices=("local", "dask"),
+        help="Where this session's runs execute (open_session(executor=...); default: "
+        "AgJupyter.executor).",
+    )
     @cell_magic
     def ag_session(self, line: str, cell: str) -> Any:
         """Run the cell inside ``open_session(...)`` with ``context`` bound.
