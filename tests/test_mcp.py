@@ -702,6 +702,20 @@ async def test_configure_mcp_servers_validates_registers_and_replaces(demo_cmd):
     assert list_mcp_clients() == []
 
 
+async def test_close_all_waits_for_a_close_already_in_flight(demo_cmd):
+    # Replacing a configured server closes the old one in the background; closing
+    # everything right after must wait for that close too, not return while its server
+    # is still stopping (seen under load: a closed client still counted as open).
+    clients = configure_mcp_servers({"demo": {"command": demo_cmd}})
+    await clients["demo"].call("sum", {"a": 1, "b": 2})
+    old_pid = clients["demo"].pid
+    configure_mcp_servers({"demo": {"command": demo_cmd, "timeout": 31}})  # closes it soon
+    await close_all_mcp_clients()
+    assert not mcp_module._open_clients
+    assert await _gone(old_pid, timeout_s=0.01)
+    assert clients["demo"].pid is None
+
+
 async def test_unknown_client_name_says_how_to_configure_one():
     register_mcp_client("time", StdioMCPClient(TIME_CMD))
     async with open_session() as context:

@@ -434,6 +434,7 @@ class _MCPClientBase:
         self.name = name
         self.starts = 0  # servers started so far (a restart adds one)
         self._conn: _Connection | None = None
+        self._closing: _Connection | None = None  # being stopped by an aclose() in flight
         self._secrets: tuple[str, ...] = ()
 
     # ---- subclass hooks
@@ -568,11 +569,22 @@ class _MCPClientBase:
 
         The SDK closes the server's stdin, waits up to 2 s, then terminates its process
         group. Later requests start a new server. Safe to call more than once, from any
-        loop (a server owned by a loop that has ended is terminated by signal).
+        loop (a server owned by a loop that has ended is terminated by signal); a call
+        made while another one is stopping the server waits for that one.
         """
         conn, self._conn = self._conn, None
+        if conn is None:
+            conn = self._closing
         if conn is None or conn.finished:
             return
+        self._closing = conn
+        try:
+            await self._stop(conn)
+        finally:
+            if conn.finished and self._closing is conn:
+                self._closing = None
+
+    async def _stop(self, conn: _Connection) -> None:
         conn.stopping = True
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
