@@ -397,6 +397,52 @@ def test_panel_detail_shows_logs_and_outputs_retry_and_no_markup(lab, page):
     shutdown_kernel(lab, name)
 
 
+DASK_CELLS = [
+    "%load_ext ag_jupyter",
+    """import os
+from ag_jupyter import graph_fn, get_run_manager
+from ag_jupyter.runtime import configure_dask
+
+configure_dask(cluster_options={"n_workers": 1})  # the kernel's own LocalCluster
+
+@graph_fn("on_dask", executor="dask")
+def on_dask(x: int):
+    return {"pid": os.getpid(), "x": x}
+
+@graph_fn("at_home")
+def at_home(x: int):
+    return {"pid": os.getpid(), "x": x}
+
+manager = get_run_manager()
+dask_rec, dask_out, *_ = await manager.run_and_wait("on_dask", inputs={"x": 1})
+home_rec, *_ = await manager.run_and_wait("at_home", inputs={"x": 2})
+assert dask_out["pid"] != os.getpid()
+dask_id, home_id, worker = dask_rec.run_id, home_rec.run_id, dask_rec.meta["worker"]
+""",
+    "%ag_runs",
+]
+
+
+def test_panel_lists_a_dask_run_with_its_worker(lab, page):
+    page.set_viewport_size({"width": 1280, "height": 900})
+    name = "panel_dask.ipynb"
+    run_all(lab, page, write_notebook(lab, name, DASK_CELLS))
+    dask_id = kernel_value(lab, "dask_id", name).strip("'")
+    home_id = kernel_value(lab, "home_id", name).strip("'")
+    worker = kernel_value(lab, "worker", name).strip("'")
+    panel = page.locator(".ag-run-panel").first
+    badge = panel.locator(f'tr[data-run-id="{dask_id}"] .ag-badge-executor')
+    badge.wait_for(timeout=30_000)
+    assert badge.text_content() == "dask " + worker.split("://", 1)[-1]
+    assert badge.get_attribute("title") == f"ran on dask worker {worker}"
+    assert panel.locator(f'tr[data-run-id="{home_id}"] .ag-badge-executor').count() == 0
+    box = badge.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 1280, box  # on screen
+    panel.scroll_into_view_if_needed()
+    shot(lab, page, "dask-worker-badge", panel)
+    shutdown_kernel(lab, name)
+
+
 LAYOUT_CELLS = [
     "%load_ext ag_jupyter\n%config AgJupyter.max_concurrency = 100",
     """import asyncio

@@ -47,6 +47,7 @@ function row(runId, extra = {}) {
     progress: null,
     retry_of: null,
     open_asks: 0,
+    executor: null,
     worker: null,
     ...extra,
   };

@@ -168,6 +168,23 @@ describe("render (fake DOM)", () => {
     assert.equal(tr("l").querySelector(".ag-col-graph").getAttribute("title"), null);
   });
 
+  test("a Dask run carries a badge with its executor and worker; a local run none", async () => {
+    const { tr, send } = await mount();
+    await send(pageMsg([
+      row("d", { executor: "dask", worker: "tcp://10.0.0.7:40123" }),
+      row("q", { executor: "dask" }),
+      row("long", { executor: "dask", worker: "tls://scheduler-node-17.cluster.example.org:8786" }),
+      row("l"),
+    ]));
+    const badge = (id) => tr(id).querySelector(".ag-badge-executor");
+    assert.equal(badge("d").textContent, "dask 10.0.0.7:40123");
+    assert.equal(badge("d").getAttribute("title"), "ran on dask worker tcp://10.0.0.7:40123");
+    assert.equal(badge("q").textContent, "dask");
+    assert.equal(badge("q").getAttribute("title"), "runs on dask (no worker yet)");
+    assert.equal(badge("long").textContent, "dask scheduler-node-17.clust…");
+    assert.equal(badge("l"), null);
+  });
+
   test("an incremental page patches the changed row in place", async () => {
     const { doc, tr, ids, send } = await mount();
     await send(pageMsg([row("a"), row("b")]));

@@ -159,7 +159,9 @@ export function normalizeRow(raw) {
     progress: normalizeProgress(raw.progress),
     retry_of: nonEmptyStringOrNull(raw.retry_of),
     open_asks: intAtLeast(raw.open_asks, 0, 0),
-    // The Dask worker an executor="dask" run ran on (null for local runs).
+    // Where a run's body ran when not in the kernel ("dask"), and the Dask worker's
+    // address once it has one (both null for local runs).
+    executor: nonEmptyStringOrNull(raw.executor),
     worker: nonEmptyStringOrNull(raw.worker),
   };
 }
@@ -1078,7 +1080,21 @@ function badgeList(row) {
   if (tokens) out.push(["ag-badge-tokens", tokens, usageTitle(row.usage)]);
   if (row.retry_of) out.push(["ag-badge-retry", "retry", `retry of ${row.retry_of}`]);
   if (row.open_asks) out.push(["ag-badge-asks", `asks ${row.open_asks}`, "waiting for your answer (top of the panel)"]);
+  if (row.executor) out.push(["ag-badge-executor", executorText(row), executorTitle(row)]);
   return out;
+}
+
+/** "dask 10.0.0.7:40123": the executor and its worker without the scheme, cut short. */
+function executorText(row) {
+  if (!row.worker) return row.executor;
+  const where = row.worker.replace(/^[a-z]+:\/\//i, "");
+  return `${row.executor} ${where.length > 24 ? `${where.slice(0, 23)}…` : where}`;
+}
+
+function executorTitle(row) {
+  return row.worker
+    ? `ran on ${row.executor} worker ${row.worker}`
+    : `runs on ${row.executor} (no worker yet)`;
 }
 
 function renderBadges(make, node, list) {
