@@ -693,8 +693,10 @@ def store_section(quick: bool) -> list[str]:
         "interleaved passes, durable ÷ in-memory against the two-commit floor (the in-memory "
         "store plus exactly the two journal commits a durable run needs, inline). "
         "`store_load.py`: runs/s per 10k runs, memory and disk per run, peak WAL, and the "
-        "store's steps on the loop thread (wall and CPU time), then the worst loop gap while "
-        "a run's large output is stored.",
+        "store's steps on the loop thread (wall and CPU time), then the loop gaps (p99 and "
+        "worst) while a run's large output is stored, beside two baselines over the same "
+        "time: the idle loop, and the loop beside a thread doing pure-Python work that gives "
+        "the GIL away as often as the store's encoder (the floor for any work in a thread).",
         "",
     ]
     for script, args in benches:
