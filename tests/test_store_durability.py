@@ -459,3 +459,28 @@ async def test_a_submit_abandoned_while_its_record_is_stored_leaves_no_live_run(
     record = await durable.wait_run(live.run_id)
     assert record.status is RunStatus.canceled and record.started_at is None
     assert record.meta["cancel_reason"] == "submit_cancelled"
+
+
+async def test_a_fault_that_clears_and_comes_back_soon_is_not_warned_again(
+    durable: RunManager,
+) -> None:
+    """A nearly full disk flips between failing and landing commits (a fold frees pages):
+    the same cause is warned about once, not at every flip (FAULT_WARN_REPEAT_S)."""
+    conn = durable.store.workspace.engine.connection()  # type: ignore[attr-defined]
+    pad = "p" * 3000
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for flip in range(3):
+            await durable.store.flush()
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count={pages}")  # full
+            try:
+                for i in range(10):
+                    await durable.run_and_wait("echo", inputs={"x": f"{pad}{flip}-{i}"})
+            finally:
+                conn.execute("PRAGMA max_page_count=1073741823")
+            await durable.store.flush()  # lands: the fault cleared
+            assert durable.store.fault is None
+    faults = [w for w in seen if issubclass(w.category, RuntimeWarning)]
+    assert len(faults) == 1 and "disk is full" in str(faults[0].message)
+    assert durable.store.workspace.engine.fault_serial >= 3  # three faults really happened

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 import traceback
 import uuid
 import warnings
@@ -46,6 +47,10 @@ DEFAULT_MAX_CONCURRENCY = 8
 RECENT_RECORDS = 10_000
 #: Seconds between repeated cancellations of an async body that swallows CancelledError.
 RECANCEL_EVERY_S = 0.1
+#: Seconds during which a store fault with the same message is not warned about again,
+#: although it cleared in between (a nearly full disk: a fold frees pages, a commit lands,
+#: the next one fails again).
+FAULT_WARN_REPEAT_S = 60.0
 #: Seconds a swallowing body is cancelled again before it is left running (and marked).
 DEFAULT_CANCEL_TIMEOUT_S = 5.0
 
@@ -252,7 +257,7 @@ class RunManager:
         self._recent: dict[str, RunRecord] = {}
         self._recent_order: deque[str] = deque()
         self._background: set[asyncio.Task[None]] = set()
-        self._warned_fault = 0
+        self._warned_fault: tuple[int, str, float] = (0, "", float("-inf"))
         self._closers: list[Callable[[], Any]] = []
         #: The open channel asks of this manager's runs and their transcripts.
         self.asks = AskBook(self)
@@ -454,7 +459,9 @@ class RunManager:
         ``count_slot=False`` starts it at once, outside both limits. ``origin`` defaults to
         ``agent`` when ``agent_id`` is set, else ``app``. If the store cannot write (full
         disk...), the run still starts; the returned record says ``meta["durable"] is
-        False`` and a ``RuntimeWarning`` names the cause once per fault.
+        False`` and a ``RuntimeWarning`` names the cause once per fault (a cause that
+        clears and comes back within ``FAULT_WARN_REPEAT_S`` seconds is not warned about
+        again).
 
         Raises:
           GraphNotFoundError: if no graph is registered as ``graph_id``.
@@ -565,9 +572,14 @@ class RunManager:
     def _warn_fault(self, exc: BaseException) -> None:
         serial = getattr(getattr(self.store, "workspace", None), "engine", None)
         serial = getattr(serial, "fault_serial", 0)
-        if serial and serial == self._warned_fault:
-            return
-        self._warned_fault = serial
+        text, now = str(exc), time.monotonic()
+        last_serial, last_text, last_at = self._warned_fault
+        if serial and serial == last_serial:
+            return  # the same fault, still on
+        if text == last_text and now - last_at < FAULT_WARN_REPEAT_S:
+            self._warned_fault = (serial, text, last_at)
+            return  # the same cause again, soon after it cleared: said already
+        self._warned_fault = (serial, text, now)
         log.warning("run records are not on disk: %s", exc)
         warnings.warn(
             f"ag_jupyter: run records are not on disk ({exc}). Runs keep going; their "
