@@ -112,6 +112,42 @@ def _check(record: Any, outputs: dict[str, Any] | None, expected: dict[str, Any]
                          f" (error: {error})")
 
 
+class Ticker:
+    """Measures event-loop stalls as a task on the loop sees them: ``lateness`` holds how
+    late each 1 ms sleep woke, in seconds. ``start()`` on the running loop, then
+    ``await stop()``."""
+
+    def __init__(self) -> None:
+        self.lateness: list[float] = []
+        self._stop = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        last = time.perf_counter()
+        while not self._stop:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            self.lateness.append(max(0.0, now - last - 0.001))
+            last = now
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stop = True
+        if self._task is not None:
+            await self._task
+
+    def worst_ms(self) -> float:
+        return 1000 * max(self.lateness, default=0.0)
+
+    def p99_ms(self) -> float:
+        if not self.lateness:
+            return 0.0
+        ordered = sorted(self.lateness)
+        return 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
 def rss_bytes() -> int:
     """Resident set size of this process in bytes (Linux ``/proc/self/statm``)."""
     with open("/proc/self/statm") as fh:

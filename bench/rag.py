@@ -53,6 +53,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from _workloads import Ticker
+
 from ag_jupyter.runtime import RunManager, open_session
 from ag_jupyter.runtime.defaults import workspace_runtime
 
@@ -173,39 +175,6 @@ def python_html_sections() -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------- bench
-class Ticker:
-    """Measures event-loop stalls: the lateness of a 1 ms sleep loop."""
-
-    def __init__(self) -> None:
-        self.lateness: list[float] = []
-        self._stop = False
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        last = time.perf_counter()
-        while not self._stop:
-            await asyncio.sleep(0.001)
-            now = time.perf_counter()
-            self.lateness.append(max(0.0, now - last - 0.001))
-            last = now
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        self._stop = True
-        if self._task is not None:
-            await self._task
-
-    def worst_ms(self) -> float:
-        return 1000 * max(self.lateness, default=0.0)
-
-    def p99_ms(self) -> float:
-        if not self.lateness:
-            return 0.0
-        return 1000 * sorted(self.lateness)[int(0.99 * (len(self.lateness) - 1))]
-
-
 async def index(context: Any, corpus: str, docs: list[dict[str, Any]]) -> dict[str, Any]:
     ticker = Ticker()
     ticker.start()

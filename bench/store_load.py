@@ -45,9 +45,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from _workloads import Ticker, rss_bytes  # noqa: E402
+
 from ag_jupyter.runtime import GraphRegistry, RunManager, graph_fn  # noqa: E402
 from ag_jupyter.runtime.defaults import workspace_runtime  # noqa: E402
-from ag_jupyter.runtime.store.codecs import YIELD_EVERY_S  # noqa: E402
+from ag_jupyter.runtime.store.codecs import _Yielder  # noqa: E402
 
 REGISTRY = GraphRegistry()
 WAL_TARGET = 64 << 20
@@ -57,11 +59,6 @@ STALL_TARGET_S = 0.002
 @graph_fn("load-trivial", registry=REGISTRY)
 async def trivial(x: int) -> int:
     return x
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def folder_bytes(root: Path) -> int:
@@ -180,54 +177,22 @@ async def load(runs: int, batch: int, folder: Path) -> dict[str, Any]:
     return result
 
 
-class Ticker:
-    """A 1 ms ticker task on the running loop: ``gaps`` are how late each tick woke
-    (seconds beyond its 1 ms sleep), the loop's stalls as a task on it sees them."""
-
-    def __init__(self) -> None:
-        self.gaps: list[float] = []
-        self._stop = False
-        self._task = asyncio.create_task(self._tick())
-
-    async def _tick(self) -> None:
-        last = time.perf_counter()
-        while not self._stop:
-            await asyncio.sleep(0.001)
-            now = time.perf_counter()
-            self.gaps.append(now - last - 0.001)
-            last = now
-
-    async def stop(self) -> list[float]:
-        self._stop = True
-        await self._task
-        return self.gaps
-
-
-def gap_stats(gaps: list[float]) -> tuple[float, float]:
-    """(worst, p99) of ``gaps``, in seconds."""
-    ordered = sorted(gaps) or [0.0]
-    return ordered[-1], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-
-
 def _yielding_python_work(stop: threading.Event) -> None:
-    """Pure-Python work that gives the GIL away as often as the store's encoder does
-    (``time.sleep(0)`` every ``codecs.YIELD_EVERY_S``): what any thread doing Python work
-    costs the loop thread here, whoever wrote it."""
-    deadline = time.perf_counter() + YIELD_EVERY_S
-    n = 0
+    """Pure-Python work that gives the GIL away as the store's encoder does (with its own
+    ``codecs._Yielder``): what any thread doing Python work costs the loop thread here,
+    whoever wrote it."""
+    tick = _Yielder()
     while not stop.is_set():
-        n += 1
-        if time.perf_counter() >= deadline:
-            time.sleep(0)
-            deadline = time.perf_counter() + YIELD_EVERY_S
+        tick()
 
 
-async def baseline_gaps(seconds: float, *, busy_thread: bool) -> list[float]:
-    """Ticker gaps over ``seconds`` of an idle loop, or of a loop beside a thread doing
+async def baseline_gaps(seconds: float, *, busy_thread: bool) -> Ticker:
+    """A ticker over ``seconds`` of an idle loop, or of a loop beside a thread doing
     yielding Python work (see :func:`_yielding_python_work`): the same-run baselines."""
     stop = threading.Event()
     worker = threading.Thread(target=_yielding_python_work, args=(stop,)) if busy_thread else None
     ticker = Ticker()
+    ticker.start()
     if worker is not None:
         worker.start()
     try:
@@ -236,11 +201,12 @@ async def baseline_gaps(seconds: float, *, busy_thread: bool) -> list[float]:
         stop.set()
         if worker is not None:
             worker.join()
-    return await ticker.stop()
+        await ticker.stop()
+    return ticker
 
 
 async def big_output_gaps(megabytes: int, folder: Path) -> dict[str, Any]:
-    """Ticker gaps while a run's ``megabytes`` MB output is stored (the body's own list
+    """A ticker's gaps while a run's ``megabytes`` MB output is stored (the body's own list
     building excluded: the output is built before the run starts), how long that took, and
     the longest garbage collection seen meanwhile (a full collection walks every object of
     the process, the output's million dicts included: that is Python's, not the store's;
@@ -268,17 +234,18 @@ async def big_output_gaps(megabytes: int, folder: Path) -> dict[str, Any]:
     gc.callbacks.append(on_gc)
     await asyncio.sleep(0.05)
     ticker = Ticker()
+    ticker.start()
     try:
         started = time.perf_counter()
         await manager.run_and_wait("give", inputs={})
         seconds = time.perf_counter() - started
         await asyncio.sleep(0.05)
     finally:
-        gaps = await ticker.stop()
+        await ticker.stop()
         gc.callbacks.remove(on_gc)
         await manager.close()
         gc.unfreeze()
-    return {"gaps": gaps, "seconds": seconds, "gc": max(collections, default=0.0)}
+    return {"ticker": ticker, "seconds": seconds, "gc": max(collections, default=0.0)}
 
 
 def main() -> int:
@@ -308,21 +275,20 @@ def main() -> int:
     print(f"commits: {result['inline']} inline, {result['thread']} in the writer thread")
     for mb in [int(x) for x in args.big.split(",") if x.strip()]:
         big = asyncio.run(big_output_gaps(mb, scratch / f"big{mb}"))
-        worst, p99 = gap_stats(big["gaps"])
+        ticker = big["ticker"]
         # Same-run baselines over the same time: the loop alone, and the loop beside a
-        # thread doing any Python work that gives the GIL away as often as the encoder.
-        idle_worst, idle_p99 = gap_stats(
-            asyncio.run(baseline_gaps(big["seconds"], busy_thread=False)))
-        busy_worst, busy_p99 = gap_stats(
-            asyncio.run(baseline_gaps(big["seconds"], busy_thread=True)))
-        stall_ok = stall_ok and p99 < STALL_TARGET_S
+        # thread doing any Python work that gives the GIL away as the encoder does.
+        idle = asyncio.run(baseline_gaps(big["seconds"], busy_thread=False))
+        busy = asyncio.run(baseline_gaps(big["seconds"], busy_thread=True))
+        p99_ok = ticker.p99_ms() < STALL_TARGET_S * 1000
+        stall_ok = stall_ok and p99_ok
         print(f"{mb:>4} MB output stored in {big['seconds']:.2f} s: loop gap p99 "
-              f"{p99 * 1000:.2f} ms ({'<' if p99 < STALL_TARGET_S else '>='} 2 ms target), "
-              f"worst {worst * 1000:.2f} ms (longest garbage collection meanwhile "
+              f"{ticker.p99_ms():.2f} ms ({'<' if p99_ok else '>='} 2 ms target), "
+              f"worst {ticker.worst_ms():.2f} ms (longest garbage collection meanwhile "
               f"{big['gc'] * 1000:.2f} ms); same-run baselines over {big['seconds']:.2f} s: "
-              f"idle loop p99 {idle_p99 * 1000:.2f} / worst {idle_worst * 1000:.2f} ms, "
-              f"beside a yielding Python thread p99 {busy_p99 * 1000:.2f} / worst "
-              f"{busy_worst * 1000:.2f} ms")
+              f"idle loop p99 {idle.p99_ms():.2f} / worst {idle.worst_ms():.2f} ms, "
+              f"beside a yielding Python thread p99 {busy.p99_ms():.2f} / worst "
+              f"{busy.worst_ms():.2f} ms")
     return 0 if wal_ok and stall_ok else 1
 
 
