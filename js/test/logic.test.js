@@ -26,21 +26,12 @@ import {
   withPage,
   withToggle,
 } from "../../ag_jupyter/widgets/static/run_panel.js";
+import { row as kernelRow } from "../test_support/rows.js";
 
-/** A complete, valid row; `extra` overrides fields. */
+/** A complete, valid row (as normalizeRow returns it): the kernel's row with every
+ * optional field at its default; `extra` overrides fields. */
 function row(runId, extra = {}) {
-  return {
-    run_id: runId,
-    graph_id: "g",
-    status: "running",
-    session_id: null,
-    tags: [],
-    created_at: 100,
-    started_at: 100,
-    finished_at: null,
-    error: null,
-    traceback: null,
-    parent_run_id: null,
+  return kernelRow(runId, {
     agent_id: null,
     app_id: null,
     usage: null,
@@ -48,9 +39,8 @@ function row(runId, extra = {}) {
     retry_of: null,
     open_asks: 0,
     executor: null,
-    worker: null,
     ...extra,
-  };
+  });
 }
 
 /** A well-formed page message; `order` entries default to top-level leaves. */

@@ -1,5 +1,5 @@
 // A run row as the kernel sends it in page messages (run_table.record_to_row), for the
-// render and panel tests; `extra` overrides or adds fields.
+// render, panel and logic tests; `extra` overrides or adds fields.
 export function row(runId, extra = {}) {
   return {
     run_id: runId,
